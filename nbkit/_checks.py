@@ -1,0 +1,95 @@
+"""Argument checks shared by the library: clear errors before any work starts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+__all__ = [
+    "check_choice",
+    "check_number",
+    "check_int",
+    "check_states",
+    "check_probabilities",
+]
+
+
+def check_choice(name: str, value, allowed: Iterable):
+    """Raise ValueError unless value is one of allowed; return it."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        options = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"{name}={value!r} is not allowed; use one of {options}")
+    return value
+
+
+def check_number(name: str, value, *, low=None, high=None, low_open=False):
+    """Raise unless value is a finite real number in [low, high]; return it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not (isinstance(value, torch.Tensor) and value.numel() == 1):
+            raise TypeError(f"{name} must be a real number, got {value!r}")
+        value = value.item()
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if low is not None and (value < low or (low_open and value == low)):
+        sign = ">" if low_open else ">="
+        raise ValueError(f"{name} must be {sign} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value!r}")
+    return value
+
+
+def check_int(name: str, value, *, low=None, high=None):
+    """Raise unless value is an integer in [low, high]; return it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value!r}")
+    return value
+
+
+def _check_tensor(name: str, L, ndims: tuple[int, ...]) -> None:
+    if not isinstance(L, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(L).__name__}")
+    if not L.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor, got {L.dtype}")
+    if L.ndim not in ndims:
+        shapes = " or ".join(_SHAPES[n] for n in ndims)
+        raise ValueError(f"{name} must have shape {shapes}, got {tuple(L.shape)}")
+    if L.shape[0] < 2:
+        raise ValueError(
+            f"{name} has a batch of {L.shape[0]}; E[L] needs at least 2 samples "
+            "(use a larger batch)"
+        )
+
+
+_SHAPES = {1: "(B,)", 2: "(B, K)", 4: "(B, K, H, W)"}
+
+
+def check_probabilities(name: str, L, ndims=(1, 2)) -> None:
+    """Check L holds values in [0, 1] with a batch of at least two."""
+    _check_tensor(name, L, ndims)
+    bad = (L < 0) | (L > 1) | ~torch.isfinite(L)
+    if bool(bad.any()):
+        lo, hi = L.min().item(), L.max().item()
+        raise ValueError(
+            f"{name} must hold probabilities in [0, 1]; got values in "
+            f"[{lo:.4g}, {hi:.4g}] (apply a sigmoid or softmax first)"
+        )
+
+
+def check_states(name: str, L, ndims=(2, 4), tol: float = 1e-4) -> None:
+    """Check L is (B, K[, H, W]) with rows on the simplex along dim 1."""
+    check_probabilities(name, L, ndims)
+    if L.shape[1] < 2:
+        raise ValueError(f"{name} needs K >= 2 states along dim 1, got {L.shape[1]}")
+    err = (L.sum(dim=1) - 1).abs().max().item()
+    if err > tol:
+        raise ValueError(
+            f"{name} rows must sum to one along dim 1 (tolerance {tol:g}); "
+            f"the largest deviation is {err:.3g} (apply a softmax over dim 1)"
+        )

@@ -1,0 +1,134 @@
+"""The Neural Bayes objectives, written as losses to minimise.
+
+* ``mim_loss``: mutual information maximisation, Eq. 7 without Rc.
+* ``dml_loss``: disjoint manifold labelling, binary Eq. 13 or K-way Eq. 69.
+* ``neg_mutual_information``: J and J_hat of Theorem 1.
+* ``multiscale_states`` / ``mim_multiscale_loss``: Eq. 14-15 on CNN states.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_choice, check_number, check_probabilities, check_states
+from .bayes import prior
+from .regularizers import PRIORS, uniform_prior
+
+__all__ = [
+    "EPS",
+    "mim_loss",
+    "neg_mutual_information",
+    "dml_loss",
+    "js_divergence",
+    "multiscale_states",
+    "mim_multiscale_loss",
+]
+
+EPS = 1e-7
+
+
+def _entropy_term(L, eps):
+    """-E[sum_k L_k log sg(L_k + eps)]: batch and location mean, a scalar."""
+    return -(L * torch.log(L.detach() + eps)).sum(dim=1).mean()
+
+
+def mim_loss(L, alpha=0.0, prior="v2", eps=EPS, *, validate=True):
+    """Eq. 7 without Rc: -E[sum_k L_k log sg(L_k + eps)] + (1 + alpha) Rp.
+
+    L: (B, K) or (B, K, H, W) softmax states (channels as states, the
+    entropy term averaged over batch and locations). Returns a scalar.
+    With alpha = 0 and prior = "v1" its value is -MI(x, z) up to eps.
+    """
+    check_number("alpha", alpha, low=0)
+    check_choice("prior", prior, PRIORS)
+    if validate:
+        check_states("L", L)
+    Rp = uniform_prior(L, prior, validate=False)
+    return _entropy_term(L, eps) + (1 + alpha) * Rp
+
+
+def neg_mutual_information(L, stop_gradient=False, *, validate=True):
+    """J = -E[sum_k L_k log(L_k / E[L_k])], or J_hat with sg on the ratio.
+
+    Theorem 1: both have the same gradient with respect to the parameters
+    of L, so no gradient needs to flow through E[L]. L: (B, K). Scalar.
+    """
+    if validate:
+        check_states("L", L)
+    E_L = prior(L, validate=False)
+    log_ratio = torch.log(L) - torch.log(E_L)
+    if stop_gradient:
+        log_ratio = log_ratio.detach()
+    return -(L * log_ratio).sum(dim=1).mean()
+
+
+def _two_way_dml(L, E_L, eps):
+    """0.5 E[f1 log(1 + f0/f1)] + 0.5 E[f0 log(1 + f1/f0)], per column."""
+    f1 = L / E_L + eps
+    f0 = (1 - L) / (1 - E_L) + eps
+    both = f1 + f0
+    # f log(1 + g/f) = f (log(f + g) - log f)
+    term1 = f1 * (torch.log(both) - torch.log(f1))
+    term0 = f0 * (torch.log(both) - torch.log(f0))
+    return 0.5 * term1.mean(dim=0) + 0.5 * term0.mean(dim=0)
+
+
+def dml_loss(L, eps=EPS, *, validate=True):
+    """Neural Bayes-DML objective without Rc: a scalar.
+
+    L of shape (B,) or (B, 1): p(z=1|x) for two partitions (Eq. 13).
+    L of shape (B, K), rows summing to one: K partitions (Eq. 69), each
+    state against all the others, averaged over k.
+    Without eps the value is log 2 minus the Jensen-Shannon divergence
+    between the conditionals p(x|z=1) and p(x|z=0) (Prop. 2).
+    """
+    check_number("eps", eps, low=0)
+    if validate:
+        check_probabilities("L", L, ndims=(1, 2))
+        if L.ndim == 2 and L.shape[1] > 1:
+            check_states("L", L, ndims=(2,))
+    L2 = L.reshape(L.shape[0], -1)  # (B, 1) or (B, K)
+    E_L = L2.mean(dim=0)
+    return _two_way_dml(L2, E_L, eps).mean()
+
+
+def js_divergence(L, *, validate=True):
+    """JS divergence (nats) between p(x|z=k) and p(x|z!=k), mean over k.
+
+    The quantity DML maximises: log 2 - dml_loss(L, eps=0). L as in
+    ``dml_loss``. Lies in [0, log 2].
+    """
+    with torch.no_grad():
+        return math.log(2) - dml_loss(L, eps=0.0, validate=validate)
+
+
+def multiscale_states(hidden, pool=True):
+    """Softmax states of Eq. 14-15 from hidden layers: a list of tensors.
+
+    ``hidden`` is a list of post-ReLU maps, (B, C, H, W) from a CNN or
+    (B, C) from an MLP. With ``pool`` each map also gives a 2x2 stride-2
+    average-pooled copy (a side shorter than 2 pools with its own size),
+    so four CNN maps give eight states; (B, C) layers are not pooled.
+    The softmax is over channels (dim 1).
+    """
+    states = []
+    for h in hidden:
+        if h.ndim not in (2, 4):
+            raise ValueError(
+                f"hidden states must be (B, C) or (B, C, H, W), got {tuple(h.shape)}"
+            )
+        states.append(h)
+        if pool and h.ndim == 4:
+            k = (min(2, h.shape[2]), min(2, h.shape[3]))
+            states.append(F.avg_pool2d(h, kernel_size=k, stride=k))
+    return [torch.softmax(s, dim=1) for s in states]
+
+
+def mim_multiscale_loss(hidden, alpha=0.0, prior="v2", pool=True, eps=EPS):
+    """Eq. 14-15: ``mim_loss`` averaged over the multi-scale states: scalar."""
+    states = multiscale_states(hidden, pool=pool)
+    losses = [mim_loss(L, alpha, prior, eps, validate=False) for L in states]
+    return torch.stack(losses).mean()

@@ -1,0 +1,93 @@
+"""Regularizers of the Neural Bayes objectives.
+
+* ``uniform_prior``: pushes p(z) = E[L] towards uniform (Eq. 5-6, v1/v2).
+* ``smoothness``: the finite-difference Jacobian penalty Rc (Eq. 11-12),
+  with perturbations in the span of the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ._checks import check_choice, check_number, check_states
+from .bayes import prior
+
+__all__ = ["PRIORS", "uniform_prior", "data_directions", "sample_zeta", "smoothness"]
+
+PRIORS = ("v1", "v2")
+ZETA_STD = 0.1  # std of the step size; data are normalised to unit variance
+
+
+def uniform_prior(L, version="v2", *, validate=True):
+    """Rp_v1 or Rp_v2 of (B, K) or (B, K, H, W) states: a scalar.
+
+    v1 = sum_k E[L_k] log E[L_k] (negative entropy of p(z));
+    v2 = -sum_k [(1/K) log E[L_k] + ((K-1)/K) log(1 - E[L_k])].
+    Both are smallest at E[L_k] = 1/K. For (B, K, H, W) states E[L] is
+    taken per location and Rp averaged over locations.
+    """
+    check_choice("version", version, PRIORS)
+    if validate:
+        check_states("L", L)
+    E_L = prior(L, validate=False)  # (K,) or (K, H, W)
+    K = L.shape[1]
+    if version == "v1":
+        Rp = torch.xlogy(E_L, E_L).sum(dim=0)
+    else:
+        Rp = -(torch.log(E_L) / K + (K - 1) / K * torch.log1p(-E_L)).sum(dim=0)
+    return Rp.mean()
+
+
+def data_directions(x, generator=None):
+    """Unit directions in the span of the batch: (B, ...) -> (B, ...).
+
+    Row i is d_i = X v_i / ||X v_i|| with X the batch as an n x B matrix and
+    v_i ~ N(0, I_B): a random mix of the samples themselves (Eq. 12).
+    """
+    X = x.reshape(x.shape[0], -1)  # (B, n): X transposed
+    V = torch.randn(
+        (x.shape[0], x.shape[0]), generator=generator, device=x.device, dtype=x.dtype
+    )
+    D = V @ X  # row i = sum_j v_ij x_j
+    D = D / D.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    return D.reshape(x.shape)
+
+
+def sample_zeta(generator=None, device=None, dtype=torch.float32):
+    """One step size zeta ~ N(0, 0.1^2) for the whole batch: 0-d tensor."""
+    z = torch.randn((), generator=generator, device=device, dtype=dtype)
+    return z * ZETA_STD
+
+
+def smoothness(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    zeta=None,
+    generator=None,
+    *,
+    fx: torch.Tensor | None = None,
+):
+    """Rc = mean_i ||f(x_i) - f(x_i + zeta d_i)||^2 / zeta^2: a scalar.
+
+    ``f`` maps a batch (B, ...) to outputs (B, ...); ``zeta`` is a number or
+    None to draw one from N(0, 0.1^2) with ``generator`` (on x's device).
+    Pass ``fx = f(x)`` when it is already computed to save a forward pass.
+    """
+    if not callable(f):
+        raise TypeError(f"f must be callable (a model or function), got {f!r}")
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[0] < 2:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a batch tensor (B >= 2, ...), got {shape}")
+    if zeta is None:
+        zeta = sample_zeta(generator, x.device, x.dtype)
+    elif not isinstance(zeta, torch.Tensor):
+        zeta = check_number("zeta", zeta)
+        if zeta == 0:
+            raise ValueError("zeta must be non-zero: Rc divides by zeta^2")
+    d = data_directions(x, generator)
+    fx = f(x) if fx is None else fx
+    fx_moved = f(x + zeta * d)
+    diff = (fx - fx_moved).reshape(x.shape[0], -1)
+    return diff.pow(2).sum(dim=1).mean() / (zeta * zeta)
