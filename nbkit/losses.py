@@ -70,9 +70,9 @@ def _two_way_dml(L, E_L, eps):
     f1 = L / E_L + eps
     f0 = (1 - L) / (1 - E_L) + eps
     both = f1 + f0
-    # f log(1 + g/f) = f (log(f + g) - log f)
-    term1 = f1 * (torch.log(both) - torch.log(f1))
-    term0 = f0 * (torch.log(both) - torch.log(f0))
+    # f log(1 + g/f) = f log(f + g) - f log f, with 0 log 0 = 0
+    term1 = torch.xlogy(f1, both) - torch.xlogy(f1, f1)
+    term0 = torch.xlogy(f0, both) - torch.xlogy(f0, f0)
     return 0.5 * term1.mean(dim=0) + 0.5 * term0.mean(dim=0)
 
 
