@@ -34,7 +34,7 @@ class CheckpointError(ValueError):
 
 def _check_plain(value, where: str) -> None:
     """Raise TypeError unless value is tensors, plain values and containers."""
-    if isinstance(value, torch.Tensor | _PLAIN):
+    if isinstance(value, (torch.Tensor, *_PLAIN)):
         return
     if isinstance(value, dict):
         for k, v in value.items():
