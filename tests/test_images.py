@@ -153,6 +153,10 @@ def test_cifar_resize_shrinks_by_block_mean(tmp_path):
     assert X16.shape == (2, 3, 16, 16)
     expected = X.reshape(2, 3, 16, 2, 16, 2).mean(dim=(3, 5))
     torch.testing.assert_close(X16, expected)
+    # a size that does not divide 32 uses area interpolation as well
+    X20, _ = load_images("cifar100", tmp_path, download=False, resize=20)
+    area = torch.nn.functional.interpolate(X, size=(20, 20), mode="area")
+    torch.testing.assert_close(X20, area)
 
 
 def test_corrupt_cifar_pickle_names_the_file(tmp_path):
