@@ -221,6 +221,12 @@ def test_download_checks_once_with_torchvision_then_uses_marker(tmp_path, monkey
     load_images("cifar10", tmp_path, "test", download=True)
     assert len(FakeTorchvisionSet.calls) == 1  # the marker skips the md5 pass
 
+    # a file gone since the check: torchvision is asked again
+    (tmp_path / "cifar-10-batches-py" / "data_batch_4").unlink()
+    with pytest.raises(FileNotFoundError, match="data_batch_4"):
+        load_images("cifar10", tmp_path, download=True)
+    assert len(FakeTorchvisionSet.calls) == 2
+
 
 def test_failed_download_says_where_and_what(tmp_path, monkeypatch):
     monkeypatch.setattr(FakeTorchvisionSet, "calls", [])
@@ -306,6 +312,17 @@ def test_stl10_train_plus_unlabeled(tmp_path):
 
     X_f, y_f = load_images("stl10", tmp_path, "train+unlabeled", fold=0, download=False)
     assert X_f.shape == (3 + 4, 3, 32, 32) and y_f[3:].tolist() == [-1] * 4
+
+
+def test_stl10_fold_rows_outside_train_are_rejected(tmp_path):
+    write_stl(tmp_path)
+    path = tmp_path / "stl10_binary" / "fold_indices.txt"
+    path.write_text("0 1\n" * 9 + "2 99\n")
+    with pytest.raises(ValueError, match="lists row 99, outside the 6 train"):
+        load_images("stl10", tmp_path, fold=9, download=False)
+    path.write_text("0 1\n" * 3)
+    with pytest.raises(ValueError, match="10 lines of indices, found 3"):
+        stl10_fold(0, tmp_path)
 
 
 def test_truncated_stl_binary_names_file_and_size(tmp_path):

@@ -190,6 +190,7 @@ def split_bundled_mnist(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stratified fixed-seed split: (X_train, X_test, y_train, y_test), rows kept."""
     check_int("test_size", test_size, low=1, high=len(y) - 1)
+    check_int("seed", seed)
     return _stratified_split(X, y, test_size, seed)
 
 
@@ -375,7 +376,7 @@ def _fetch_with_torchvision(name: str, root: Path) -> None:
     """Download and md5-check once with torchvision's class, then leave a marker."""
     folder = root / _FOLDERS[name]
     marker = folder / _MARKER
-    if marker.is_file():
+    if marker.is_file() and _all_files_present(name, root):
         return
     cls_name = _TORCHVISION_CLASSES[name]
     cls = getattr(torchvision.datasets, cls_name)
@@ -401,6 +402,22 @@ def _fetch_with_torchvision(name: str, root: Path) -> None:
         f"(torchvision {torchvision.__version__}) at {stamp}\n"
         "delete this file to check the md5 sums again on the next download=True\n"
     )
+
+
+def _all_files_present(name: str, root: Path) -> bool:
+    """Whether every file of the set is on disk (a cheap check, no hashing)."""
+    folder = root / _FOLDERS[name]
+    if name == "mnist":
+        raw = folder / "raw"
+        names = [n for pair in _MNIST_FILES.values() for n in pair]
+        return all(_idx_path(raw, n) is not None for n in names)
+    files = {
+        "cifar10": [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
+        "cifar100": ["train", "test"],
+        "stl10": [f"{p}_{xy}.bin" for p in ("train", "test") for xy in "Xy"]
+        + ["unlabeled_X.bin"],
+    }[name]
+    return all((folder / f).is_file() for f in files)
 
 
 def _to_float_images(
