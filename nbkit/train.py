@@ -35,6 +35,7 @@ from .losses import EPS, dml_loss, js_divergence, mim_loss, multiscale_states
 from .metrics import binomial_interval
 from .models import make_probe
 from .regularizers import PRIORS, smoothness, uniform_prior
+from .speed import backend_flags, fast_forward, resolve_speed
 
 __all__ = [
     "SMOOTH_TARGETS",
@@ -68,6 +69,11 @@ SMOOTH_TARGETS = ("pooled", "pool2x2", "last", "output")
 #   "no_update" running statistics see only clean batches
 NOISY_BN_MODES = ("train", "no_update")
 ON_NONFINITE = ("raise", "skip")
+# how mini-batches are drawn:
+#   "epoch" each epoch visits a fresh permutation in order (the default)
+#   "fresh" every step takes the head of a new permutation, so batches are
+#           drawn with replacement across steps (the authors' loader use)
+SAMPLING = ("epoch", "fresh")
 # history keys that measure time, and so differ between identical runs
 TIMING_KEYS = ("seconds", "images_per_second")
 CHECKPOINT_NAME = "last.pt"
@@ -269,9 +275,15 @@ def _fit(
     log_every: int,
     on_nonfinite: str,
     desc: str,
+    speed: dict | None = None,
+    sampling: str = "epoch",
 ) -> list[dict]:
     """The shared epoch loop of train_mim and train_dml (see train_mim)."""
     model.to(device)
+    # speed options: autocast/channels-last wrapper, TF32 and cuDNN flags
+    plan = resolve_speed(device, **(speed or {}), param_dtype=_param_dtype(model))
+    fwd = fast_forward(model, plan, _param_dtype(model))
+    flags = contextlib.ExitStack()
     model.train()
     X = _as_data(X, device, _param_dtype(model))
     N = X.shape[0]
@@ -346,7 +358,8 @@ def _fit(
         nonlocal updates, skipped
         grads = [p.grad for p in params if p.grad is not None]
         if scale != 1.0:
-            torch._foreach_mul_(grads, scale)
+            for g in grads:
+                g.mul_(scale)
         gnorm = nn.utils.get_total_norm(grads)
         if on_nonfinite == "skip":
             if not bool(torch.isfinite(gnorm)):  # one sync per update
@@ -400,16 +413,22 @@ def _fit(
         unit="step",
     )
     last_vals = zeros
+    flags.enter_context(backend_flags(plan))
     try:
         while epoch < epochs:
             t0 = time.perf_counter()
             if i0 == 0:  # a new epoch: draw its order, reset the sums
-                perm = torch.randperm(N, generator=shuffle_gen).to(device)
+                if sampling == "epoch":
+                    perm = torch.randperm(N, generator=shuffle_gen).to(device)
                 sums.zero_()
                 count, seconds_before = 0, 0.0
             for i in range(i0, n_mb):
-                xb = X[perm[i * mbs : (i + 1) * mbs]]
-                out = step_fn(model, xb, noise_gen)
+                if sampling == "epoch":
+                    idx = perm[i * mbs : (i + 1) * mbs]
+                else:  # a fresh draw per step: batches overlap across steps
+                    idx = torch.randperm(N, generator=shuffle_gen)[:mbs].to(device)
+                xb = X[idx]
+                out = step_fn(fwd, xb, noise_gen)
                 vals = torch.stack([out[k].detach() for k in terms]).double()
                 finite = torch.isfinite(vals).all()
                 step += 1
@@ -486,6 +505,7 @@ def _fit(
                 callback(dict(record))
     finally:
         bar.close()
+        flags.close()
     return history
 
 
@@ -503,6 +523,7 @@ def _log_point(
 
 
 def _check_common(
+    sampling,
     epochs,
     lr,
     seed,
@@ -527,6 +548,7 @@ def _check_common(
             raise TypeError(f"{name} must be callable or None, got {cb!r}")
     check_choice("noisy_bn", noisy_bn, NOISY_BN_MODES)
     check_choice("on_nonfinite", on_nonfinite, ON_NONFINITE)
+    check_choice("sampling", sampling, SAMPLING)
 
 
 def _n_samples(X) -> int:
@@ -557,9 +579,15 @@ def train_mim(
     smooth_on: str = "pooled",
     noisy_bn: str = "train",
     on_nonfinite: str = "raise",
+    sampling: str = "epoch",
     checkpoint_every: int | None = 200,
     step_callback: Callable[[dict], object] | None = None,
     eps: float = EPS,
+    amp: str = "auto",
+    channels_last: bool | str = "auto",
+    tf32: bool | str = "auto",
+    cudnn_benchmark: bool | str = "auto",
+    compile: bool | str = False,  # noqa: A002 - torch.compile's name
 ) -> list[dict]:
     """Train an encoder with Neural Bayes-MIM (Eq. 14-16) on X (N, ...).
 
@@ -570,10 +598,13 @@ def train_mim(
     seen, divided by bs / mbs, then Adam steps (``bs=None``: bs = mbs).
     E[L], the prior and batch-norm statistics are per mini-batch even when
     accumulating (as in the paper's and the authors' implementations).
-    Each epoch visits ``N // mbs`` mini-batches in an order drawn from a
-    generator seeded with ``seed``; the rest of the samples wait for the
-    next epoch. Accumulation runs across epoch ends; a partial one left at
-    the very end is averaged over what it saw and applied.
+    Each epoch has ``N // mbs`` steps (counted from 1 over the whole run).
+    With ``sampling="epoch"`` they visit a permutation drawn from a
+    generator seeded with ``seed`` (the remaining N % mbs samples wait for
+    a later epoch); ``"fresh"`` draws every mini-batch anew, as the
+    authors' loop does (see SAMPLING). Accumulation runs across epoch ends;
+    a partial one left at the very end is averaged over what it saw and
+    applied.
 
     Returns the history: one dict per epoch with ``epoch``, mean ``loss``,
     ``entropy``, ``prior``, ``smoothness`` over its steps, ``steps`` and
@@ -584,16 +615,30 @@ def train_mim(
 
     ``noisy_bn``: batch-norm mode of the perturbed pass (NOISY_BN_MODES;
     "train" as the authors). ``on_nonfinite="raise"`` keeps a device-side
-    flag and raises NonFiniteError at the next log point, epoch end or
-    checkpoint (set ``log_every=1`` to stop at once); "skip" checks every
-    step and update on the host and leaves bad ones out. With
+    record of the first non-finite step (loss terms, or the gradient norm
+    at an update) and raises NonFiniteError at the next log point, epoch
+    end or checkpoint, so the weights in memory may already be spoiled but
+    no checkpoint is (``log_every=1`` stops at once); "skip" checks every
+    step and update on the host (one sync each) and leaves bad ones out.
+    The step holds no host sync otherwise: the sums stay on the device
+    until a log point. Defaults follow the paper: ``smooth_on="pooled"``
+    (its P(h3) on a 2x2 map), ``sampling="epoch"``. With
     ``checkpoint_dir``, ``last.pt`` is written every ``checkpoint_every``
     steps and after every epoch; ``resume=True`` continues from it
     (bit-exactly on the CPU) or starts afresh when there is none.
     ``callback(record)`` runs after each epoch, ``step_callback(record)``
     every ``log_every`` steps with means over that window.
+
+    Speed options (see ``nbkit.speed``; each "auto" is on for CUDA and off
+    on the CPU, where results are then unchanged): ``amp`` ("auto", "bf16",
+    "off") runs the forward passes under bf16 autocast and casts the hidden
+    states back to float32, so softmax, E[L] and the losses stay float32;
+    ``channels_last`` (CNN layout), ``tf32`` (TF32 matmuls and convs),
+    ``cudnn_benchmark`` (cuDNN autotuning); ``compile`` (False, True or a
+    torch.compile backend name). TF32 and cuDNN flags are restored after.
     """
     _check_common(
+        sampling,
         epochs,
         lr,
         seed,
@@ -637,6 +682,7 @@ def train_mim(
         "smooth_on": smooth_on,
         "noisy_bn": noisy_bn,
         "on_nonfinite": on_nonfinite,
+        "sampling": sampling,
         "eps": float(eps),
     }
 
@@ -675,6 +721,14 @@ def train_mim(
         log_every=log_every,
         on_nonfinite=on_nonfinite,
         desc="MIM",
+        speed={
+            "amp": amp,
+            "channels_last": channels_last,
+            "tf32": tf32,
+            "cudnn_benchmark": cudnn_benchmark,
+            "compile": compile,
+        },
+        sampling=sampling,
     )
 
 
@@ -695,9 +749,15 @@ def train_dml(
     log_every: int = 50,
     noisy_bn: str = "train",
     on_nonfinite: str = "raise",
+    sampling: str = "epoch",
     checkpoint_every: int | None = 200,
     step_callback: Callable[[dict], object] | None = None,
     eps: float = EPS,
+    amp: str = "auto",
+    channels_last: bool | str = "auto",
+    tf32: bool | str = "auto",
+    cudnn_benchmark: bool | str = "auto",
+    compile: bool | str = False,  # noqa: A002 - torch.compile's name
 ) -> list[dict]:
     """Train a K-way labeller with Neural Bayes-DML (Eq. 69) on X (N, ...).
 
@@ -708,6 +768,7 @@ def train_dml(
     the keys described in ``train_mim``, whose other options it shares.
     """
     _check_common(
+        sampling,
         epochs,
         lr,
         seed,
@@ -738,6 +799,7 @@ def train_dml(
         "seed": seed,
         "noisy_bn": noisy_bn,
         "on_nonfinite": on_nonfinite,
+        "sampling": sampling,
         "eps": float(eps),
     }
 
@@ -765,6 +827,14 @@ def train_dml(
         log_every=log_every,
         on_nonfinite=on_nonfinite,
         desc="DML",
+        speed={
+            "amp": amp,
+            "channels_last": channels_last,
+            "tf32": tf32,
+            "cudnn_benchmark": cudnn_benchmark,
+            "compile": compile,
+        },
+        sampling=sampling,
     )
 
 
