@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -124,7 +124,7 @@ def _smooth_features(out, hidden, target: str) -> torch.Tensor:
         return h.mean(dim=(2, 3))  # (B, C)
     if h.ndim == 4 and target == "pool2x2":
         k = (min(2, h.shape[2]), min(2, h.shape[3]))
-        h = F.avg_pool2d(h, kernel_size=k, stride=k)
+        h = nnf.avg_pool2d(h, kernel_size=k, stride=k)
     return h.reshape(h.shape[0], -1)
 
 
@@ -901,23 +901,23 @@ def _labels(y, name) -> torch.Tensor:
     return y.long()
 
 
-def evaluate(probe: nn.Module, F_, y, *, batch_size: int = 4096) -> float:
-    """Accuracy of probe on features F_ (N, D) against labels y (N,)."""
+def evaluate(probe: nn.Module, F, y, *, batch_size: int = 4096) -> float:
+    """Accuracy of probe on features F (N, D) against labels y (N,)."""
     y = _labels(y, "y")
-    F_ = torch.as_tensor(F_)
-    if F_.shape[0] != y.shape[0]:
-        raise ValueError(f"F has {F_.shape[0]} rows but y has {y.shape[0]}")
+    F = torch.as_tensor(F)
+    if F.shape[0] != y.shape[0]:
+        raise ValueError(f"F has {F.shape[0]} rows but y has {y.shape[0]}")
     device = next(probe.parameters()).device
     was_training = probe.training
     probe.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
     with torch.no_grad():
-        for s in range(0, F_.shape[0], batch_size):
-            fb = F_[s : s + batch_size].to(device, _param_dtype(probe))
+        for s in range(0, F.shape[0], batch_size):
+            fb = F[s : s + batch_size].to(device, _param_dtype(probe))
             pred = probe(fb).argmax(dim=1)
             correct += (pred == y[s : s + batch_size].to(device)).sum()
     probe.train(was_training)
-    return int(correct) / max(F_.shape[0], 1)
+    return int(correct) / max(F.shape[0], 1)
 
 
 def train_probe(
@@ -971,8 +971,10 @@ def train_probe(
     check_int("paper_n", paper_n, low=1)
     device = pick_device(device)
     n_classes = int(max(int(y_train.max()), int(y_val.max())) + 1)
-    torch.manual_seed(seed)  # probe initialisation
-    probe = make_probe(F_train.shape[1], max(n_classes, 2), hidden).to(device)
+    with torch.random.fork_rng(devices=[]):  # seed the init, leave the caller's
+        torch.manual_seed(seed)
+        probe = make_probe(F_train.shape[1], max(n_classes, 2), hidden)
+    probe = probe.to(device)
     opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     Ft = F_train.to(device, torch.float32)
@@ -991,7 +993,7 @@ def train_probe(
             idx = perm[s : s + batch_size]
             if idx.numel() < 2:  # batch norm needs two samples
                 continue
-            loss = F.cross_entropy(probe(Ft[idx]), yt[idx])
+            loss = nnf.cross_entropy(probe(Ft[idx]), yt[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

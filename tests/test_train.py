@@ -208,6 +208,17 @@ def test_same_seed_same_result_and_other_seed_differs():
     assert not _same_params(runs["a"][0], runs["c"][0])
 
 
+def test_fresh_sampling_is_seeded_and_differs_from_epochs():
+    X, _ = _blobs()
+    runs = []
+    for sampling in ("fresh", "fresh", "epoch"):
+        model = _mlp()
+        train_mim(model, X, epochs=1, mbs=40, sampling=sampling, **FAST)
+        runs.append(model)
+    assert _same_params(runs[0], runs[1])
+    assert not _same_params(runs[0], runs[2])
+
+
 def test_no_host_sync_per_step(monkeypatch):
     """The number of host reads does not grow with the number of steps."""
     X, _ = _blobs(n_per=60)  # 240 samples
@@ -297,6 +308,7 @@ class _Evil:
         return (open, (str(self.marker), "w"))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("writer", ["pickle", "torch"])
 def test_loading_a_foreign_pickle_runs_no_code(tmp_path, writer):
     marker = tmp_path / "marker"
@@ -417,6 +429,12 @@ def test_probe_separates_cached_features():
     )
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert evaluate(probe, X[va], y[va]) >= 0.95
+    # the probe's seeded init leaves the caller's random stream alone
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_probe(X[tr], y[tr], X[va], y[va], epochs=1, progress=False)
+    assert torch.equal(torch.rand(3), expected)
     linear, _ = train_probe(
         X[tr],
         y[tr],
