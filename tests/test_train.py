@@ -245,38 +245,58 @@ def test_no_host_sync_per_step(monkeypatch):
 # ------------------------------------------------------------ checkpoints
 
 
-def test_resume_after_interrupt_matches_uninterrupted(tmp_path):
-    X, _ = _blobs(n_per=25)  # 100 samples: 5 steps an epoch, updates every 2
-    opts = {"epochs": 3, "mbs": 20, "bs": 40, "seed": 11, **FAST}
-    reference = _mlp()
-    ref_history = train_mim(reference, X, checkpoint_dir=tmp_path / "a", **opts)
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """An uninterrupted run: 100 samples, 5 steps an epoch, updates every 2."""
+    X, _ = _blobs(n_per=25)
+    model = _mlp()
+    history = train_mim(
+        model, X, checkpoint_dir=tmp_path_factory.mktemp("a"), **RESUME_OPTS
+    )
+    return X, model, history
 
-    def stop_at_step_9(record):
-        if record["step"] == 9:
-            raise KeyboardInterrupt
 
-    first = _mlp()
+RESUME_OPTS = {"epochs": 3, "mbs": 20, "bs": 40, "seed": 11, **FAST}
+
+
+def _stop_at_step_9(record):
+    if record["step"] == 9:
+        raise KeyboardInterrupt
+
+
+def _stop_after_epoch_1(record):
+    if record["epoch"] == 1:
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    ("stop", "saved_step"),
+    [
+        # step 7 is mid-epoch with one of two mini-batches accumulated
+        ({"step_callback": _stop_at_step_9, "checkpoint_every": 7}, 7),
+        # the epoch-1 checkpoint (step 5) also holds half an accumulation
+        ({"callback": _stop_after_epoch_1, "checkpoint_every": None}, 5),
+    ],
+)
+def test_resume_after_interrupt_matches_uninterrupted(
+    tmp_path, reference_run, stop, saved_step
+):
+    X, reference, ref_history = reference_run
     with pytest.raises(KeyboardInterrupt):
         train_mim(
-            first,
-            X,
-            checkpoint_dir=tmp_path / "b",
-            checkpoint_every=7,
-            log_every=1,
-            step_callback=stop_at_step_9,
-            **opts,
+            _mlp(), X, checkpoint_dir=tmp_path, log_every=1, **stop, **RESUME_OPTS
         )
-    saved = load_checkpoint(tmp_path / "b" / "last.pt")["progress"]
-    assert saved["step"] == 7 and saved["acc"] == 1  # mid-accumulation
+    saved = load_checkpoint(tmp_path / "last.pt")["progress"]
+    assert saved["step"] == saved_step and saved["acc"] == 1
 
     resumed = _mlp(seed=99)  # other initial weights: all must be restored
-    history = train_mim(resumed, X, checkpoint_dir=tmp_path / "b", resume=True, **opts)
+    history = train_mim(resumed, X, checkpoint_dir=tmp_path, resume=True, **RESUME_OPTS)
     assert _same_params(resumed, reference)
     assert _untimed(history) == _untimed(ref_history)
 
     # resuming a finished run trains no further
     again = _mlp(seed=98)
-    h2 = train_mim(again, X, checkpoint_dir=tmp_path / "b", resume=True, **opts)
+    h2 = train_mim(again, X, checkpoint_dir=tmp_path, resume=True, **RESUME_OPTS)
     assert _same_params(again, reference) and _untimed(h2) == _untimed(history)
 
 
