@@ -115,9 +115,14 @@ def entropy(p, dim=-1):
     return -torch.xlogy(p, p).sum(dim=dim)
 
 
-def flat_grad(loss, params):
-    """Gradient of a scalar loss as one flat vector: (n_params,)."""
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
+def flat_grad(loss, params, retain_graph=False):
+    """Gradient of a scalar loss as one flat vector: (n_params,).
+
+    ``retain_graph=True`` keeps the graph for another gradient of it.
+    """
+    grads = torch.autograd.grad(
+        loss, params, retain_graph=retain_graph, allow_unused=True
+    )
     parts = [
         torch.zeros_like(p).flatten() if g is None else g.flatten()
         for g, p in zip(grads, params, strict=True)
