@@ -25,6 +25,7 @@ __all__ = [
     "density_ratio",
     "conditionals",
     "mutual_information",
+    "log_floored",
 ]
 
 
@@ -39,6 +40,17 @@ def expectation(T: torch.Tensor, weights: torch.Tensor | None = None):
         )
     w = weights.to(T.dtype).reshape(-1, *([1] * (T.ndim - 1)))
     return (w * T).sum(dim=0)
+
+
+def log_floored(x: torch.Tensor) -> torch.Tensor:
+    """log(x) with x floored at the dtype's smallest normal number.
+
+    Equal to log(x) for every x above that number (about 1e-38 in float32).
+    Where a saturated softmax has underflowed to 0, ``x * log_floored(x)``
+    is 0 with a finite gradient; ``x * log(x)`` would give NaN there, and
+    ``xlogy(x, x)`` a NaN gradient.
+    """
+    return torch.log(x.clamp_min(torch.finfo(x.dtype).tiny))
 
 
 def _checked(L, weights, validate):
@@ -86,7 +98,5 @@ def mutual_information(L, weights=None, *, validate=True):
     For (B, K, H, W) states the value is averaged over locations.
     """
     E_L = prior(L, weights, validate=validate)
-    # xlogy gives 0 log 0 = 0
-    terms = torch.xlogy(L, L) - L * torch.log(E_L)
-    terms = torch.where(L > 0, terms, torch.zeros_like(terms))
+    terms = L * (log_floored(L) - log_floored(E_L))  # 0 where L_k = 0
     return expectation(terms.sum(dim=1), weights).mean()

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_choice, check_number, check_probabilities, check_states
-from .bayes import prior
+from .bayes import log_floored, prior
 from .regularizers import PRIORS, uniform_prior
 
 __all__ = [
@@ -59,16 +59,30 @@ def neg_mutual_information(L, stop_gradient=False, *, validate=True):
     if validate:
         check_states("L", L)
     E_L = prior(L, validate=False)
-    log_ratio = torch.log(L) - torch.log(E_L)
+    log_ratio = log_floored(L) - log_floored(E_L)  # finite where L_k = 0
     if stop_gradient:
         log_ratio = log_ratio.detach()
     return -(L * log_ratio).sum(dim=1).mean()
 
 
-def _two_way_dml(L, E_L, eps):
-    """0.5 E[f1 log(1 + f0/f1)] + 0.5 E[f0 log(1 + f1/f0)], per column."""
-    f1 = L / E_L + eps
-    f0 = (1 - L) / (1 - E_L) + eps
+def _ratio(T, E_T):
+    """T / E[T] per column; 1 in a column that holds no mass (E[T] = 0)."""
+    empty = E_T <= 0
+    E_T = torch.where(empty, torch.ones_like(E_T), E_T)  # no 0/0, even in grads
+    return torch.where(empty, torch.ones_like(T), T / E_T)
+
+
+def _two_way_dml(L, eps):
+    """0.5 E[f1 log(1 + f0/f1)] + 0.5 E[f0 log(1 + f1/f0)], per column.
+
+    A partition that holds every sample or none (E[L_k] = 1 or 0, e.g. a
+    float32 softmax saturated on one state for the whole batch) has no
+    conditional on one side; it counts as no separation (f1 = f0 = 1, the
+    column's term is log 2) instead of 0/0. E[1 - L] is averaged directly,
+    not taken as 1 - E[L], so tiny complements are not rounded away.
+    """
+    f1 = _ratio(L, L.mean(dim=0)) + eps
+    f0 = _ratio(1 - L, (1 - L).mean(dim=0)) + eps
     both = f1 + f0
     # f log(1 + g/f) = f log(f + g) - f log f, with 0 log 0 = 0
     term1 = torch.xlogy(f1, both) - torch.xlogy(f1, f1)
@@ -91,8 +105,7 @@ def dml_loss(L, eps=EPS, *, validate=True):
         if L.ndim == 2 and L.shape[1] > 1:
             check_states("L", L, ndims=(2,))
     L2 = L.reshape(L.shape[0], -1)  # (B, 1) or (B, K)
-    E_L = L2.mean(dim=0)
-    return _two_way_dml(L2, E_L, eps).mean()
+    return _two_way_dml(L2, eps).mean()
 
 
 def js_divergence(L, *, validate=True):

@@ -12,11 +12,12 @@ from collections.abc import Callable
 import torch
 
 from ._checks import check_choice, check_number, check_states
-from .bayes import prior
+from .bayes import log_floored, prior
 
 __all__ = ["PRIORS", "uniform_prior", "data_directions", "sample_zeta", "smoothness"]
 
 PRIORS = ("v1", "v2")
+PRIOR_FLOOR = 1e-7  # v2's clamp on E[L_k]: the eps of Eq. 7
 ZETA_STD = 0.1  # std of the step size; data are normalised to unit variance
 
 
@@ -27,6 +28,9 @@ def uniform_prior(L, version="v2", *, validate=True):
     v2 = -sum_k [(1/K) log E[L_k] + ((K-1)/K) log(1 - E[L_k])].
     Both are smallest at E[L_k] = 1/K. For (B, K, H, W) states E[L] is
     taken per location and Rp averaged over locations.
+    v2 clamps E[L_k] to [PRIOR_FLOOR, 1 - PRIOR_FLOOR] (1e-7): a state the
+    whole batch ignores, or one that takes it all, then gives a large finite
+    value rather than inf, and no gradient beyond the clamp.
     """
     check_choice("version", version, PRIORS)
     if validate:
@@ -34,8 +38,10 @@ def uniform_prior(L, version="v2", *, validate=True):
     E_L = prior(L, validate=False)  # (K,) or (K, H, W)
     K = L.shape[1]
     if version == "v1":
-        Rp = torch.xlogy(E_L, E_L).sum(dim=0)
+        Rp = (E_L * log_floored(E_L)).sum(dim=0)
     else:
+        # a collapsed state (E[L_k] = 0 or 1) would give log 0 = -inf
+        E_L = E_L.clamp(PRIOR_FLOOR, 1 - PRIOR_FLOOR)
         Rp = -(torch.log(E_L) / K + (K - 1) / K * torch.log1p(-E_L)).sum(dim=0)
     return Rp.mean()
 
