@@ -332,6 +332,15 @@ def _fit(
         perm = None if state["perm"] is None else state["perm"].to(device)
         history = list(state["history"])
         _set_rng_state(state["rng"], shuffle_gen, noise_gen)
+        if pr.get("threads", torch.get_num_threads()) != torch.get_num_threads():
+            # CPU reductions split work by thread: sums may differ in the
+            # last bits, so the run continues correctly but not bit-exactly
+            logger.warning(
+                "resuming with %d CPU threads, the checkpoint used %d: the "
+                "result will not be bit-identical to an uninterrupted run",
+                torch.get_num_threads(),
+                pr["threads"],
+            )
         logger.info("resumed from %s at epoch %d, step %d", ckpt_path, epoch, step)
     elif resume:
         logger.info("no checkpoint at %s; starting from scratch", ckpt_path)
@@ -395,6 +404,7 @@ def _fit(
                     "skipped": skipped,
                     "count": count,
                     "win_count": win_count,
+                    "threads": torch.get_num_threads(),
                     "seconds": seconds_before + time.perf_counter() - t0,
                 },
                 "sums": sums,
@@ -625,7 +635,8 @@ def train_mim(
     (its P(h3) on a 2x2 map), ``sampling="epoch"``. With
     ``checkpoint_dir``, ``last.pt`` is written every ``checkpoint_every``
     steps and after every epoch; ``resume=True`` continues from it
-    (bit-exactly on the CPU) or starts afresh when there is none.
+    (bit-exactly on the CPU with the same thread count) or starts afresh
+    when there is none.
     ``callback(record)`` runs after each epoch, ``step_callback(record)``
     every ``log_every`` steps with means over that window.
 

@@ -26,6 +26,15 @@ from nbkit.train import (
 FAST = {"progress": False, "device": "cpu"}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster and steadier under load."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _blobs(n_per=40, dim=12, k=4, spread=0.3, seed=0):
     """k Gaussian clusters in dim-D: (n_per*k, dim) float32 and labels."""
     g = torch.Generator().manual_seed(seed)
