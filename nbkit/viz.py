@@ -118,3 +118,132 @@ def fidelity_figure(curves, metrics=("cosine", "rel_error", "bias", "spread")):
             fig.update_xaxes(type="log", title="mini-batch size", row=1, col=j)
     fig.update_layout(height=360)
     return fig
+
+
+# ---- manifold labelling (paper Fig. 4) -----------------------------------
+# decision_grid: a labeler's labels over a grid of the plane (lifted to the
+# model's input dimension when needed); label_traces / decision_figure:
+# regions as a heatmap plus points by label; labels_grid_figure: a grid of
+# such panels, e.g. all eight Fig.-4 tasks.
+
+__all__ += [
+    "LABEL_COLORS",
+    "decision_grid",
+    "label_traces",
+    "decision_figure",
+    "labels_grid_figure",
+]
+
+# one colour per manifold label; regions use the same hue, lighter
+LABEL_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+_REGION_COLORS = ("#c6dbef", "#fdd0a2", "#c7e9c0", "#fcbba1", "#dadaeb", "#e7d4cf")
+
+
+def decision_grid(predict, X2, lifter=None, resolution=120, margin=0.5):
+    """Labels over the plane around X2 (N, 2): xs (R,), ys (R,), Z (R, R).
+
+    ``predict`` maps (M, D) points to (M,) int labels (e.g. an estimator's
+    ``predict``); ``lifter`` (a ``nbkit.data.Lift``) lifts the grid to the
+    model's D = lifter.dim inputs with the rotation used for the data.
+    """
+    X2 = np.asarray(X2, dtype=np.float64)
+    lo, hi = X2.min(axis=0) - margin, X2.max(axis=0) + margin
+    xs = np.linspace(lo[0], hi[0], resolution)
+    ys = np.linspace(lo[1], hi[1], resolution)
+    gx, gy = np.meshgrid(xs, ys)  # (R, R): rows follow y
+    grid = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
+    if lifter is not None:
+        grid = lifter.transform(grid)
+    Z = np.asarray(predict(grid)).reshape(resolution, resolution)
+    return xs, ys, Z
+
+
+def _region_colorscale(n_labels):
+    """Step colorscale so that label k gets the k-th region colour."""
+    scale = []
+    for k in range(n_labels):
+        c = _REGION_COLORS[k % len(_REGION_COLORS)]
+        scale += [[k / n_labels, c], [(k + 1) / n_labels, c]]
+    return scale
+
+
+def label_traces(X2, labels, grid=None, n_labels=None, marker_size=4):
+    """[heatmap of grid labels (if grid), scatter of X2 (N, 2) by labels]."""
+    X2 = np.asarray(X2)
+    labels = np.asarray(labels).astype(int)
+    if n_labels is None:
+        top = labels.max() if grid is None else max(labels.max(), grid[2].max())
+        n_labels = int(top) + 1
+    traces = []
+    if grid is not None:
+        xs, ys, Z = grid
+        traces.append(
+            go.Heatmap(
+                x=xs,
+                y=ys,
+                z=Z,
+                zmin=-0.5,
+                zmax=n_labels - 0.5,
+                colorscale=_region_colorscale(n_labels),
+                showscale=False,
+                hoverinfo="skip",
+                name="regions",
+            )
+        )
+    colors = [LABEL_COLORS[k % len(LABEL_COLORS)] for k in labels]
+    traces.append(
+        go.Scattergl(
+            x=X2[:, 0],
+            y=X2[:, 1],
+            mode="markers",
+            marker={"color": colors, "size": marker_size},
+            text=[f"label {k}" for k in labels],
+            hoverinfo="text",
+            showlegend=False,
+            name="points",
+        )
+    )
+    return traces
+
+
+def decision_figure(X2, labels, grid=None, title=None, size=420):
+    """One panel: decision regions (grid from ``decision_grid``) + points."""
+    fig = go.Figure(label_traces(X2, labels, grid))
+    fig.update_layout(
+        title=title,
+        width=size,
+        height=size,
+        margin={"l": 20, "r": 20, "t": 40, "b": 20},
+        xaxis={"showticklabels": False},
+        yaxis={"showticklabels": False, "scaleanchor": "x"},
+    )
+    return fig
+
+
+def labels_grid_figure(panels, cols=4, panel_size=230, title=None):
+    """Grid of panels, each a dict with "X" (N, 2), "labels", "title", "grid".
+
+    "grid" (optional) is the (xs, ys, Z) of ``decision_grid``; the paper's
+    Fig. 4 is the eight tasks (four sets, 2-D and 512-D) in two rows.
+    """
+    rows = -(-len(panels) // cols)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[p.get("title", "") for p in panels],
+        horizontal_spacing=0.02,
+        vertical_spacing=0.08,
+    )
+    for i, p in enumerate(panels):
+        r, c = divmod(i, cols)
+        for tr in label_traces(p["X"], p["labels"], p.get("grid"), marker_size=3):
+            fig.add_trace(tr, row=r + 1, col=c + 1)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_layout(
+        title=title,
+        width=cols * panel_size,
+        height=rows * panel_size + 60,
+        margin={"l": 10, "r": 10, "t": 60 if title else 40, "b": 10},
+    )
+    return fig
