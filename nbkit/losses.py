@@ -44,6 +44,7 @@ def mim_loss(L, alpha=0.0, prior="v2", eps=EPS, *, validate=True):
     """
     check_number("alpha", alpha, low=0)
     check_choice("prior", prior, PRIORS)
+    check_number("eps", eps, low=0)
     if validate:
         check_states("L", L)
     Rp = uniform_prior(L, prior, validate=False)
@@ -127,6 +128,12 @@ def multiscale_states(hidden, pool=True):
     so four CNN maps give eight states; (B, C) layers are not pooled.
     The softmax is over channels (dim 1).
     """
+    if isinstance(hidden, torch.Tensor) or len(hidden) == 0:
+        got = "a tensor" if isinstance(hidden, torch.Tensor) else "an empty list"
+        raise ValueError(
+            f"hidden must be a non-empty list of hidden states, got {got}; "
+            "use model(x, return_hidden=True)[1]"
+        )
     states = []
     for h in hidden:
         if h.ndim not in (2, 4):
