@@ -61,20 +61,40 @@ def _untimed(history):
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in history]
 
 
-class CountingModel(nn.Module):
-    """Wraps a model, counts forward calls, can poison one call with NaN."""
+class _NaNGradient(torch.autograd.Function):
+    """Identity forward; NaN gradient backward."""
 
-    def __init__(self, inner, nan_at_call=None):
+    @staticmethod
+    def forward(ctx, h):
+        return h.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+class CountingModel(nn.Module):
+    """Wraps a model, counts forward calls, can poison one call with NaN.
+
+    ``nan_at_call`` makes that call's last state NaN (a NaN loss);
+    ``nan_grad_at_call`` keeps the values but makes their gradient NaN.
+    """
+
+    def __init__(self, inner, nan_at_call=None, nan_grad_at_call=None):
         super().__init__()
         self.inner = inner
         self.calls = 0
         self.nan_at_call = nan_at_call
+        self.nan_grad_at_call = nan_grad_at_call
 
     def forward(self, x, return_hidden=False):
         self.calls += 1
         out, hidden = self.inner(x, return_hidden=True)
         if self.calls == self.nan_at_call:
             hidden = [*hidden[:-1], hidden[-1] * float("nan")]
+            out = hidden[-1]
+        if self.calls == self.nan_grad_at_call:
+            hidden = [*hidden[:-1], _NaNGradient.apply(hidden[-1])]
             out = hidden[-1]
         return (out, hidden) if return_hidden else out
 
@@ -410,6 +430,36 @@ def test_non_finite_steps_can_be_skipped():
     assert history[-1]["updates"] == 15
     assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
     assert all(r["loss"] == r["loss"] for r in history)  # no NaN in the means
+
+
+def test_non_finite_gradient_stops_with_finite_terms_named():
+    X, _ = _blobs()
+    model = CountingModel(_mlp(), nan_grad_at_call=3)  # mbs = bs: step 3
+    with pytest.raises(NonFiniteError, match=r"step 3 \(loss=\d") as err:
+        train_mim(model, X, epochs=1, mbs=20, beta=0.0, **FAST)
+    assert "entropy=" in str(err.value) and "prior=" in str(err.value)
+    assert "smoothness=0" in str(err.value)
+
+
+def test_non_finite_gradient_update_is_skipped():
+    X, _ = _blobs()
+    model = CountingModel(_mlp(), nan_grad_at_call=3)
+    history = train_mim(
+        model, X, epochs=1, mbs=20, beta=0.0, on_nonfinite="skip", **FAST
+    )
+    assert history[-1]["steps"] == 8 and history[-1]["updates"] == 7
+    assert history[-1]["skipped"] == 1
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def test_train_dml_refuses_bad_arguments():
+    X, _ = _blobs()
+    with pytest.raises(ValueError, match="beta must be >= 0, got -1"):
+        train_dml(MLP(12, (8,), 3), X, epochs=1, beta=-1, **FAST)
+    with pytest.raises(ValueError, match="batch_size must be >= 2, got 1"):
+        train_dml(MLP(12, (8,), 3), X, epochs=1, batch_size=1, **FAST)
+    with pytest.raises(TypeError, match="epochs must be an integer"):
+        train_dml(MLP(12, (8,), 3), X, epochs=1.5, **FAST)
 
 
 # ---------------------------------------------------------------- DML
