@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -60,17 +61,15 @@ LAB_SETTINGS = {
 }
 DISABLED_PLUGINS = ["@jupyterlab/apputils-extension:announcements"]
 
-# JavaScript: every plotly graph in the notebook, as plain JSON
-READ_PLOTS_JS = """
-() => {
+# JavaScript: a plotly graph's title and traces as plain JSON
+PLOT_TO_JSON_JS = """
   const plain = (v) => {
     if (v === undefined || v === null) return null;
     if (ArrayBuffer.isView(v)) return Array.from(v);
     if (Array.isArray(v)) return v.map(plain);
     return v;
   };
-  const graphs = document.querySelectorAll('.jp-NotebookPanel .js-plotly-plot');
-  return Array.from(graphs).map((gd) => ({
+  const toJson = (gd) => ({
     title: (gd._fullLayout && gd._fullLayout.title
             && gd._fullLayout.title.text) || '',
     traces: (gd._fullData || []).map((t) => ({
@@ -81,9 +80,30 @@ READ_PLOTS_JS = """
       z: plain(t.z),
       color: plain(t.marker ? t.marker.color : null),
     })),
-  }));
-}
+  });
 """
+# every plotly graph in the notebook
+READ_PLOTS_JS = (
+    "() => {"
+    + PLOT_TO_JSON_JS
+    + """
+  const graphs = document.querySelectorAll('.jp-NotebookPanel .js-plotly-plot');
+  return Array.from(graphs).map(toJson);
+}"""
+)
+# the graphs in the cell output holding the ipywidget labelled `label`
+READ_PANEL_PLOTS_JS = (
+    "(label) => {"
+    + PLOT_TO_JSON_JS
+    + """
+  const labels = Array.from(document.querySelectorAll(
+    '.jp-NotebookPanel .widget-label'));
+  const mine = labels.find((el) => el.textContent.trim() === label);
+  const output = mine && mine.closest('.jp-OutputArea-output');
+  if (!output) return null;
+  return Array.from(output.querySelectorAll('.js-plotly-plot')).map(toJson);
+}"""
+)
 
 
 # ----------------------------------------------------------------- fixtures
@@ -209,38 +229,47 @@ class LabServer:
         self.log.close()
 
 
-@pytest.fixture
-def lab(tmp_path, request):
-    """A JupyterLab server over tmp_path/root; torn down at the end of the test."""
-    root = tmp_path / "root"
+@pytest.fixture(scope="module")
+def lab_root(tmp_path_factory):
+    """The folder the server shows, with an empty notebooks/ in it."""
+    root = tmp_path_factory.mktemp("lab") / "root"
     (root / "notebooks").mkdir(parents=True)
-    server = LabServer(root, tmp_path / "jupyter")
+    return root
+
+
+@pytest.fixture(scope="module")
+def lab(chromium_path, lab_root, request):
+    """One JupyterLab server over lab_root for this module's tests."""
+    server = LabServer(lab_root, lab_root.parent / "jupyter")
     request.addfinalizer(server.stop)
     server.wait_ready()
     return server
 
 
-@pytest.fixture
-def page(chromium_path, tmp_path, request):
-    """A Chromium page; on failure its last screenshot is kept in tmp_path."""
+@pytest.fixture(scope="module")
+def browser(chromium_path, request):
+    """Headless Chromium driven by Playwright, shared by this module's tests."""
     sync_api = pytest.importorskip("playwright.sync_api")
     driver = sync_api.sync_playwright().start()
-    browser = driver.chromium.launch(
+    request.addfinalizer(driver.stop)
+    chromium = driver.chromium.launch(
         executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS
     )
+    request.addfinalizer(chromium.close)
+    return chromium
+
+
+@pytest.fixture
+def page(browser, tmp_path, request):
+    """A fresh page; its last screenshot is kept in tmp_path as last.png."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     new_page = context.new_page()
-    new_page.console_messages = []
-    new_page.on("console", lambda m: new_page.console_messages.append(m.text))
-    new_page.on("pageerror", lambda e: new_page.console_messages.append(str(e)))
 
     def close():
         # best effort: the page may already be broken
         with contextlib.suppress(Exception):
             new_page.screenshot(path=str(tmp_path / "last.png"))
         context.close()
-        browser.close()
-        driver.stop()
 
     request.addfinalizer(close)
     return new_page
@@ -308,20 +337,33 @@ def read_plots(page) -> list[dict]:
     return page.evaluate(READ_PLOTS_JS)
 
 
-def wait_plot_change(page, before: list[dict], timeout: float) -> list[dict]:
-    """Poll the page until some plotly graph's data differs from `before`."""
+def read_panel_plots(page, label: str) -> list[dict]:
+    """The plotly graphs in the output that holds the widget labelled `label`."""
+    return page.evaluate(READ_PANEL_PLOTS_JS, label)
+
+
+def wait_plot_change(page, before, timeout: float, read=read_plots):
+    """Poll `read(page)` until it differs from `before`, then until it settles."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        now = read_plots(page)
+        now = read(page)
         if now != before:
-            return now
+            # a retraining panel may draw more than once: wait for two quiet reads
+            page.wait_for_timeout(1000)
+            settled = read(page)
+            while settled != now and time.monotonic() < deadline:
+                now = settled
+                page.wait_for_timeout(1000)
+                settled = read(page)
+            return settled
         page.wait_for_timeout(250)
     raise AssertionError(f"no plotly figure changed within {timeout:.0f} s")
 
 
 def widget(page, kind: str, description: str):
     """The ipywidget of a kind (`slider`, `dropdown`, ...) with this label."""
-    label = page.locator(".widget-label", has_text=description)
+    exact = re.compile(rf"^\s*{re.escape(description)}\s*$")
+    label = page.locator(".widget-label", has_text=exact)
     return page.locator(f".widget-{kind}").filter(has=label).first
 
 
@@ -365,14 +407,17 @@ widgets.VBox([widgets.HBox([beta, data_set]), fig])""",
 ]
 
 
+KERNELSPEC = {
+    "name": "python3",
+    "display_name": "Python 3 (ipykernel)",
+    "language": "python",
+}
+
+
 def write_tiny_notebook(path: Path) -> None:
     """An IntSlider and a Dropdown driving a plotly FigureWidget."""
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3 (ipykernel)",
-        "language": "python",
-    }
+    nb.metadata["kernelspec"] = KERNELSPEC
     nb.cells = [nbformat.v4.new_code_cell(src) for src in TINY_CELLS]
     nbformat.write(nb, path)
 
@@ -411,8 +456,6 @@ def test_slider_and_dropdown_redraw_a_figure_widget(lab, page, tmp_path):
         timeout=10_000,
     )
     after_keys = only_scatter(wait_plot_change(page, before, 30))
-    page.wait_for_timeout(500)  # the second step may land just after the first
-    after_keys = only_scatter(read_plots(page))
     assert after_keys["y"] == [0, 5, 10, 15]
     screenshot(page, tmp_path, "tiny_1_beta")
 
@@ -422,3 +465,194 @@ def test_slider_and_dropdown_redraw_a_figure_widget(lab, page, tmp_path):
     assert squared["y"] == [0, 5, 20, 45]
     assert squared["color"] == [2, 2, 2, 2]
     screenshot(page, tmp_path, "tiny_2_dataset")
+
+
+# ------------------------------------------- nbkit.widgets.live_panel, generated
+
+LIVE_PANEL_CELLS = [
+    """\
+import ipywidgets as widgets
+import numpy as np
+import plotly.graph_objects as go
+
+from nbkit.widgets import live_panel""",
+    """\
+grid = np.linspace(-2.0, 2.0, 5)
+points = np.array([[-1.5, -1.0], [0.5, 1.5], [1.5, -0.5]])
+figure = go.Figure(
+    [
+        go.Heatmap(x=grid, y=grid, z=np.zeros((5, 5))),
+        go.Scatter(mode="markers"),
+    ]
+)
+
+
+def update(fig, beta):
+    fig.data[0].z = np.add.outer(grid, grid) * beta
+    fig.data[1].x, fig.data[1].y = points[:, 0], points[:, 1]
+    fig.data[1].marker.color = (points.sum(1) * beta > 1).astype(int)
+
+
+slider = widgets.IntSlider(value=1, min=1, max=3, description="beta")
+live_panel(figure, {"beta": slider}, update)""",
+]
+GRID = [-2.0, -1.0, 0.0, 1.0, 2.0]
+
+
+@pytest.fixture
+def live_panel_notebook(lab_root):
+    """A notebook whose panel is nbkit.widgets.live_panel over a heatmap."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = KERNELSPEC
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in LIVE_PANEL_CELLS]
+    nbformat.write(nb, lab_root / "notebooks" / "live_panel.ipynb")
+    return "notebooks/live_panel.ipynb"
+
+
+def run_live_panel(page, lab, notebook) -> tuple[dict, dict]:
+    """Run the generated notebook; the panel's heatmap and scatter traces."""
+    open_notebook(page, lab, notebook)
+    run_all_cells(page, timeout=120_000)
+    assert cell_errors(page) == []
+    page.wait_for_function(
+        f"(label) => ({READ_PANEL_PLOTS_JS})(label)?.length > 0", arg="beta"
+    )
+    (plot,) = read_panel_plots(page, "beta")
+    heatmap, scatter = plot["traces"]
+    return heatmap, scatter
+
+
+def test_live_panel_redraws_regions_and_labels_from_a_slider(
+    lab, page, tmp_path, live_panel_notebook
+):
+    """The kit's own panel helper: the slider reaches update(fig, beta)."""
+    heatmap, scatter = run_live_panel(page, lab, live_panel_notebook)
+    # the first draw happens before display, with the slider's value (1)
+    assert heatmap["z"][4] == [v + 2.0 for v in GRID]
+    assert scatter["x"] == [-1.5, 0.5, 1.5]
+    assert scatter["color"] == [0, 1, 0]
+
+    set_slider_readout(page, "beta", 3)
+    after = wait_plot_change(
+        page,
+        read_panel_plots(page, "beta"),
+        30,
+        read=lambda p: read_panel_plots(p, "beta"),
+    )
+    heatmap, scatter = after[0]["traces"]
+    assert heatmap["z"][4] == [3 * (v + 2.0) for v in GRID]
+    assert scatter["x"] == [-1.5, 0.5, 1.5]
+    assert scatter["color"] == [0, 1, 1]
+    screenshot(page, tmp_path, "live_panel_beta")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="live_panel updates its FigureWidget before any view exists and then "
+    "shows it inside a VBox: the heatmap's x and y arrive in the browser unset",
+)
+def test_live_panel_heatmap_keeps_its_grid_coordinates(lab, page, live_panel_notebook):
+    """Regions drawn in data coordinates, not in cell indices 0..N-1."""
+    heatmap, _ = run_live_panel(page, lab, live_panel_notebook)
+    assert heatmap["x"] == GRID
+    assert heatmap["y"] == GRID
+
+
+# ------------------------------------------------------ the DML notebook's panel
+
+
+def points_and_regions(plots: list[dict] | None) -> tuple[dict, dict | None]:
+    """The scatter of data points coloured by label, and the region trace."""
+    assert plots, "no plotly figure next to the beta slider"
+    traces = [t for p in plots for t in p["traces"]]
+    points = [t for t in traces if t["type"].startswith("scatter") and t["x"]]
+    regions = [t for t in traces if t["z"]]
+    assert points, [t["type"] for t in traces]
+    # the largest scatter is the data set; smaller ones may be legend markers
+    return max(points, key=lambda t: len(t["x"])), (regions or [None])[0]
+
+
+def assert_regions_cover_points(regions: dict | None, points: dict) -> None:
+    """The region grid is in data coordinates: its span is the points' span."""
+    if regions is None:
+        return
+    for axis in ("x", "y"):
+        grid, data = regions[axis], points[axis]
+        assert grid, f"decision regions have no {axis} coordinates in the page"
+        grid_span, data_span = max(grid) - min(grid), max(data) - min(data)
+        assert 0.5 * data_span <= grid_span <= 3 * data_span, (axis, grid_span)
+
+
+def label_count(points: dict) -> int:
+    """How many distinct colours (predicted labels) the points show."""
+    colors = points["color"]
+    assert isinstance(colors, list) and len(colors) == len(points["x"]), colors
+    return len({json.dumps(c) for c in colors})
+
+
+@pytest.fixture
+def dml_notebook(lab_root):
+    """The DML notebook and its neighbours, copied into the server's root."""
+    source = REPO / "notebooks" / f"{DML_NOTEBOOK}.ipynb"
+    if not source.exists():
+        pytest.skip(f"{source.relative_to(REPO)} is not in the repository yet")
+    for path in (REPO / "notebooks").iterdir():
+        if path.is_file():
+            shutil.copy(path, lab_root / "notebooks" / path.name)
+    return f"notebooks/{DML_NOTEBOOK}.ipynb"
+
+
+def test_dml_panel_retrains_when_beta_and_data_set_change(
+    dml_notebook, lab, page, tmp_path
+):
+    """Beta relabels the same points; another data set draws other points."""
+    open_notebook(page, lab, dml_notebook)
+    run_all_cells(page, timeout=240_000)
+    assert cell_errors(page) == []
+    beta_slider = widget(page, "slider", "beta")
+    beta_slider.scroll_into_view_if_needed(timeout=60_000)
+    page.wait_for_function(
+        f"(label) => ({READ_PANEL_PLOTS_JS})(label)?.length > 0", arg="beta"
+    )
+
+    def panel(page):
+        return read_panel_plots(page, "beta")
+
+    start = panel(page)
+    points0, regions0 = points_and_regions(start)
+    assert label_count(points0) >= 2  # every manifold gets its own label
+    assert_regions_cover_points(regions0, points0)
+    screenshot(page, tmp_path, "dml_0_start")
+
+    # another beta: retrain on the same points, so only labels/regions move
+    readout = beta_slider.locator(".widget-readout")
+    old_beta = float(readout.inner_text())
+    new_beta = 0.0 if old_beta > 0 else 1.0
+    set_slider_readout(page, "beta", new_beta)
+    page.wait_for_function(
+        "([el, v]) => parseFloat(el.textContent) === v",
+        arg=[readout.element_handle(), new_beta],
+    )
+    after_beta = wait_plot_change(page, start, 120, read=panel)
+    points1, regions1 = points_and_regions(after_beta)
+    assert (points1["x"], points1["y"]) == (points0["x"], points0["y"])
+    changed = points1["color"] != points0["color"]
+    if regions0 is not None:
+        changed = changed or regions1["z"] != regions0["z"]
+    assert changed, "beta changed but neither labels nor regions were redrawn"
+    screenshot(page, tmp_path, "dml_1_beta")
+
+    # another data set: new points, still one label per manifold
+    select = widget(page, "dropdown", "data set").locator("select")
+    current = select.input_value()
+    options = select.locator("option").all_inner_texts()
+    values = [o.get_attribute("value") for o in select.locator("option").all()]
+    other = next(
+        label for label, v in zip(options, values, strict=True) if v != current
+    )
+    select.select_option(label=other)
+    after_set = wait_plot_change(page, after_beta, 120, read=panel)
+    points2, _ = points_and_regions(after_set)
+    assert (points2["x"], points2["y"]) != (points1["x"], points1["y"])
+    assert label_count(points2) >= 2
+    screenshot(page, tmp_path, "dml_2_dataset")
