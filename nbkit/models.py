@@ -16,7 +16,7 @@ from torch.nn.utils import skip_init
 
 from ._checks import check_int, check_number
 
-__all__ = ["MLP", "MIMEncoder", "DMLNet", "make_probe", "scale_width"]
+__all__ = ["MLP", "MIMEncoder", "DMLNet", "make_probe", "scale_width", "orthogonal_"]
 
 
 class MLP(nn.Module):
@@ -102,9 +102,11 @@ def orthogonal_(weight: torch.Tensor) -> torch.Tensor:
     short, long = min(rows, cols), max(rows, cols)
     if 2 * short > long:  # near square: the Gram matrix is ill-conditioned
         return nn.init.orthogonal_(weight)
-    # a long x short Gaussian has condition number near 2 or less here, so
-    # one Cholesky QR pass in float32 is accurate to about 1e-6
-    G = torch.randn(long, short, dtype=weight.dtype, device=weight.device)
+    # with long >= 2 short a Gaussian's condition number is at most about 6
+    # (about 2 for these convs): one Cholesky QR pass in float32 is
+    # orthonormal to a few 1e-6
+    dtype = torch.promote_types(weight.dtype, torch.float32)
+    G = torch.randn(long, short, dtype=dtype, device=weight.device)
     R = torch.linalg.cholesky(G.T @ G, upper=True)
     Q = torch.linalg.solve_triangular(R, G, upper=True, left=False)  # G R^-1
     Q = Q if rows >= cols else Q.T  # (rows, cols)

@@ -4,7 +4,14 @@ import pytest
 import torch
 from torch import nn
 
-from nbkit.models import MLP, DMLNet, MIMEncoder, make_probe, scale_width
+from nbkit.models import (
+    MLP,
+    DMLNet,
+    MIMEncoder,
+    make_probe,
+    orthogonal_,
+    scale_width,
+)
 
 # (input shape, spatial sides of h0..h3): unpadded 3x3 convs, floor pooling
 SIDES = {(3, 32, 32): (30, 13, 11, 3), (1, 28, 28): (26, 11, 9, 2)}
@@ -123,3 +130,16 @@ def test_make_probe():
     linears = [m for m in linear.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(40, 10)]
     assert linear(torch.randn(3, 40)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("shape", [(500, 1000), (1000, 500), (60, 60), (10, 4, 3, 3)])
+def test_orthogonal_fill_any_aspect(shape):
+    torch.manual_seed(0)
+    w = orthogonal_(torch.empty(shape))
+    W = w.reshape(shape[0], -1).double()
+    M = W @ W.T if W.shape[0] <= W.shape[1] else W.T @ W
+    torch.testing.assert_close(
+        M, torch.eye(M.shape[0], dtype=M.dtype), atol=1e-5, rtol=0
+    )
+    # a fresh draw each call, not a fixed matrix
+    assert not torch.equal(orthogonal_(torch.empty(shape)), w)
