@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -225,7 +226,34 @@ def _as_data(X, device, dtype) -> torch.Tensor:
         raise TypeError(f"X must hold floating point values, got {X.dtype}")
     if X.ndim < 2:
         raise ValueError(f"X must be (N, ...) with N samples, got {tuple(X.shape)}")
-    return X.to(device=device, dtype=dtype)
+    X = X.to(device=device, dtype=dtype)
+    # one pass (and one host sync) per call, so bad data fail before step 1
+    bad = ~torch.isfinite(X.reshape(X.shape[0], -1)).all(dim=1)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten().tolist()
+        raise ValueError(
+            f"X contains NaN or inf in {len(rows)} sample(s) (first: row "
+            f"{rows[0]}); remove or impute them before training"
+        )
+    return X
+
+
+def _check_checkpoint_dir(checkpoint_dir) -> None:
+    """Refuse a checkpoint_dir that cannot be made or written, before training."""
+    folder = Path(checkpoint_dir)
+    ancestor = folder
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(
+            f"checkpoint_dir={str(folder)!r} cannot be created: {ancestor} is a "
+            "file, not a folder; choose another checkpoint_dir"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"checkpoint_dir={str(folder)!r} is not writable (no write permission "
+            f"on {ancestor}); choose another checkpoint_dir"
+        )
 
 
 def _param_dtype(model: nn.Module) -> torch.dtype:
@@ -308,6 +336,8 @@ def _fit(
     sums, win_sums = zeros.clone(), zeros.clone()
     perm, history, seconds_before = None, [], 0.0
 
+    if checkpoint_dir:
+        _check_checkpoint_dir(checkpoint_dir)
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
     if resume and ckpt_path is None:
         raise ValueError("resume=True needs checkpoint_dir (where to resume from)")
