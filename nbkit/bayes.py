@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from . import distributed as _distributed
 from ._checks import check_states
 
 __all__ = [
@@ -30,9 +31,14 @@ __all__ = [
 
 
 def expectation(T: torch.Tensor, weights: torch.Tensor | None = None):
-    """E_x[T] over dim 0: (B, ...) -> (...); a mean, or weighted by p(x)."""
+    """E_x[T] over dim 0: (B, ...) -> (...); a mean, or weighted by p(x).
+
+    Inside ``nbkit.distributed.global_batch()`` the mean is over the
+    global batch of all ranks (differentiable); explicit weights are local.
+    """
     if weights is None:
-        return T.mean(dim=0)
+        reducer = _distributed.current()
+        return T.mean(dim=0) if reducer is None else reducer.mean(T)
     if weights.shape != T.shape[:1]:
         raise ValueError(
             f"weights must have shape ({T.shape[0]},) to match the batch, "

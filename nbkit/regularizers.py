@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from . import distributed as _distributed
 from ._checks import check_choice, check_number, check_states
 from .bayes import log_floored, prior
 
@@ -51,12 +52,17 @@ def data_directions(x, generator=None):
 
     Row i is d_i = X v_i / ||X v_i|| with X the batch as an n x B matrix and
     v_i ~ N(0, I_B): a random mix of the samples themselves (Eq. 12).
+    Inside ``nbkit.distributed.global_batch()`` X is the global batch and
+    each rank keeps its own rows of the same (global) mixing matrix.
     """
     X = x.reshape(x.shape[0], -1)  # (B, n): X transposed
+    first, reducer = 0, _distributed.current()
+    if reducer is not None:
+        X, first = reducer.gather(X)  # (N*B, n), this rank's first row
     V = torch.randn(
-        (x.shape[0], x.shape[0]), generator=generator, device=x.device, dtype=x.dtype
+        (X.shape[0], X.shape[0]), generator=generator, device=x.device, dtype=x.dtype
     )
-    D = V @ X  # row i = sum_j v_ij x_j
+    D = V[first : first + x.shape[0]] @ X  # row i = sum_j v_ij x_j
     D = D / D.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
     return D.reshape(x.shape)
 

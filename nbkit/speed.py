@@ -158,16 +158,18 @@ class _FastForward(nn.Module):
 
 
 def fast_forward(
-    model: nn.Module, plan: SpeedPlan, out_dtype: torch.dtype
+    model: nn.Module, plan: SpeedPlan, out_dtype: torch.dtype, wrap=None
 ) -> nn.Module:
     """The module to call in the step: model (compiled/wrapped as planned).
 
     Channels-last is applied to the model's parameters in place; the
-    returned module shares them. Without any option it is ``model`` itself.
+    returned module shares them. ``wrap`` (e.g. DistributedDataParallel)
+    is applied after that and before torch.compile. Without any option
+    and without ``wrap`` it is ``model`` itself.
     """
     if plan.channels_last:
         model.to(memory_format=torch.channels_last)
-    fwd = model
+    fwd = model if wrap is None else wrap(model)
     if plan.compile_backend is not None:
         fwd = torch.compile(fwd, backend=plan.compile_backend)
     return _FastForward(fwd, plan, out_dtype) if plan.wraps_forward else fwd

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from ._checks import check_choice, check_int, check_number
 from .checkpoint import CheckpointError, config_differences, load_checkpoint
 from .checkpoint import save_checkpoint as _save
+from .distributed import global_batch, mean_over_ranks, rank_world, wrap_model
 from .losses import EPS, dml_loss, js_divergence, mim_loss, multiscale_states
 from .metrics import binomial_interval
 from .models import make_probe
@@ -310,7 +311,17 @@ def _fit(
     model.to(device)
     # speed options: autocast/channels-last wrapper, TF32 and cuDNN flags
     plan = resolve_speed(device, **(speed or {}), param_dtype=_param_dtype(model))
-    fwd = fast_forward(model, plan, _param_dtype(model))
+    # under torchrun: DDP with global batch norm; each rank takes its shard
+    # of every global mini-batch and losses use the global E[L] (nbkit.distributed)
+    rank, world = rank_world()
+    if mbs % world:
+        raise ValueError(
+            f"the mini-batch of {mbs} does not split over {world} processes; "
+            "use a multiple of the number of processes"
+        )
+    shard = slice(rank * mbs // world, (rank + 1) * mbs // world)
+    wrap = (lambda m: wrap_model(m, device)) if world > 1 else None
+    fwd = fast_forward(model, plan, _param_dtype(model), wrap=wrap)
     flags = contextlib.ExitStack()
     model.train()
     X = _as_data(X, device, _param_dtype(model))
@@ -418,6 +429,8 @@ def _fit(
 
     def save(path):
         raise_if_bad()  # never overwrite the last good checkpoint
+        if rank > 0:  # one writer under torchrun; all ranks hold the same state
+            return
         _save(
             path,
             {
@@ -448,12 +461,13 @@ def _fit(
     bar = tqdm(
         total=epochs * n_mb,
         initial=min(step, epochs * n_mb),
-        disable=not progress,
+        disable=not progress or rank > 0,
         desc=desc,
         unit="step",
     )
     last_vals = zeros
     flags.enter_context(backend_flags(plan))
+    flags.enter_context(global_batch(enabled=world > 1))
     try:
         while epoch < epochs:
             t0 = time.perf_counter()
@@ -467,7 +481,7 @@ def _fit(
                     idx = perm[i * mbs : (i + 1) * mbs]
                 else:  # a fresh draw per step: batches overlap across steps
                     idx = torch.randperm(N, generator=shuffle_gen)[:mbs].to(device)
-                xb = X[idx]
+                xb = X[idx[shard]]  # all of idx without torchrun
                 out = step_fn(fwd, xb, noise_gen)
                 vals = torch.stack([out[k].detach() for k in terms]).double()
                 finite = torch.isfinite(vals).all()
@@ -521,7 +535,7 @@ def _fit(
                 update(scale=n_acc / acc)
                 acc = 0
             raise_if_bad()
-            means = (sums / max(count, 1)).tolist()
+            means = (mean_over_ranks(sums) / max(count, 1)).tolist()
             seconds = seconds_before + time.perf_counter() - t0
             record = {
                 "epoch": epoch,

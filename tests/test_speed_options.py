@@ -7,6 +7,8 @@ import torch
 from torch import nn
 
 import nbkit.train as nbtrain
+from nbkit.bench import conv_flops
+from nbkit.bench import main as bench_main
 from nbkit.models import MLP, MIMEncoder
 from nbkit.speed import SpeedPlan, backend_flags, fast_forward, resolve_speed
 from nbkit.train import train_dml, train_mim
@@ -206,3 +208,27 @@ def test_step_loop_reads_nothing_back_per_step(monkeypatch):
         counts.append(reads.count)
         monkeypatch.undo()
     assert counts[0] == counts[1] > 0
+
+
+def test_conv_flops_of_the_paper_encoder_by_hand():
+    # 32-30 | pool 15-13 | 13-11 | pool 5-3; 2 * Cin * Cout * 9 * Hout * Wout
+    by_hand = 2 * 9 * (3 * 200 * 30**2 + 200 * 500 * 13**2)
+    by_hand += 2 * 9 * (500 * 700 * 11**2 + 700 * 1000 * 3**2)
+    assert by_hand == 1_189_620_000
+    assert conv_flops(MIMEncoder(3, 1.0), 3, 32) == by_hand
+
+
+def test_bench_runs_both_loops_and_prints_a_ratio(capsys):
+    bench_main(
+        ["--width", "0.02", "--mbs", "8", "--size", "24", "--steps", "1"]
+        + ["--warmup", "1", "--rounds", "1", "--n-samples", "32", "--device", "cpu"]
+    )
+    out = capsys.readouterr().out
+    rows = [
+        line.split()
+        for line in out.splitlines()
+        if line.split()[:1] in (["nbkit"], ["authors"])
+    ]
+    assert [r[0] for r in rows] == ["nbkit", "authors"]
+    assert all(float(r[2]) > 0 for r in rows)  # images per second
+    assert "x the authors'-style loop" in out
