@@ -365,3 +365,15 @@ def test_post_build_opens_jupyterlab_on_the_dml_notebook(repo_copy, tmp_path):
     # a real server with that configuration sends `/` to the DML notebook
     location = lab_redirect(repo_copy, prefix / "etc" / "jupyter", tmp_path / "home")
     assert location.split("?")[0] == DML_URL
+
+
+def test_readme_badge_launches_jupyterlab_on_the_dml_notebook():
+    readme = (REPO / "README.md").read_text()
+    links = re.findall(r"\(https://mybinder\.org/v2/gh/([^)\s]+)\)", readme)
+    assert len(links) == 1, links
+    repo_ref, _, query = links[0].partition("?")
+    owner, name, branch = repo_ref.split("/")
+    assert (name, branch) == ("nbkit", "main")
+    assert query == f"urlpath={DML_URL.lstrip('/')}"
+    # the start step's default and the badge open the same notebook
+    assert DML_URL in (BINDER / "postBuild").read_text()
