@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_choice, check_number, check_probabilities, check_states
-from .bayes import log_floored, prior
+from .bayes import expectation, log_floored, prior
 from .regularizers import PRIORS, uniform_prior
 
 __all__ = [
@@ -82,8 +82,9 @@ def _two_way_dml(L, eps):
     column's term is log 2) instead of 0/0. E[1 - L] is averaged directly,
     not taken as 1 - E[L], so tiny complements are not rounded away.
     """
-    f1 = _ratio(L, L.mean(dim=0)) + eps
-    f0 = _ratio(1 - L, (1 - L).mean(dim=0)) + eps
+    # batch means via expectation: over all ranks under global_batch()
+    f1 = _ratio(L, expectation(L)) + eps
+    f0 = _ratio(1 - L, expectation(1 - L)) + eps
     both = f1 + f0
     # f log(1 + g/f) = f log(f + g) - f log f, with 0 log 0 = 0
     term1 = torch.xlogy(f1, both) - torch.xlogy(f1, f1)
