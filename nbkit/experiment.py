@@ -53,7 +53,11 @@ __all__ = [
     "fit_mim",
     "fit_dml",
     "probe_pair",
+    "probe_encoder",
     "comparison_table",
+    "plot_history",
+    "plot_probe_curves",
+    "save_figure",
 ]
 
 logger = logging.getLogger(__name__)
@@ -107,7 +111,7 @@ PROFILES = {
         "n_train": None, "n_test": None, "val_fraction": 0.1,
         "probe_hidden": 200, "probe_epochs": 100, "probe_lr": 1e-3,
         "probe_batch_size": 128, "probe_weight_decay": 0.0,
-        "probe_patience": None, "second_layer": True,
+        "probe_patience": None, "probe_pool": True, "second_layer": True,
         "dml_epochs": 100, "dml_bs": 5000, "dml_beta": 1.0, "dml_width": 1.0,
     },
     # minutes on a laptop CPU, on real data (5,000 bundled MNIST digits)
@@ -117,7 +121,7 @@ PROFILES = {
         "n_train": 4000, "n_test": 1000, "val_fraction": 0.1,
         "probe_hidden": 200, "probe_epochs": 40, "probe_lr": 1e-3,
         "probe_batch_size": 128, "probe_weight_decay": 0.0,
-        "probe_patience": 10, "second_layer": False,
+        "probe_patience": 10, "probe_pool": True, "second_layer": False,
         "dml_epochs": 30, "dml_bs": 1000, "dml_beta": 1.0, "dml_width": 0.5,
     },
     # seconds: tiny nets on a few hundred images, to check the plumbing
@@ -127,7 +131,7 @@ PROFILES = {
         "n_train": 200, "n_test": 100, "val_fraction": 0.2,
         "probe_hidden": 32, "probe_epochs": 3, "probe_lr": 1e-3,
         "probe_batch_size": 64, "probe_weight_decay": 0.0,
-        "probe_patience": None, "second_layer": False,
+        "probe_patience": None, "probe_pool": True, "second_layer": False,
         "dml_epochs": 2, "dml_bs": 100, "dml_beta": 1.0, "dml_width": 0.1,
     },
 }  # fmt: skip
@@ -165,6 +169,7 @@ class ExperimentConfig:
     probe_batch_size: int
     probe_weight_decay: float
     probe_patience: int | None
+    probe_pool: bool
     second_layer: bool
     dml_epochs: int
     dml_bs: int
@@ -234,6 +239,7 @@ def resolve_config(
     _check_bool("overwrite", overwrite)
     _check_bool("pool", knobs["pool"])
     _check_bool("second_layer", knobs["second_layer"])
+    _check_bool("probe_pool", knobs["probe_pool"])
     check_choice("source", source, MNIST_SOURCES)
     check_choice("selection", selection, SELECTIONS)
     check_choice("prior", knobs["prior"], PRIORS)
@@ -625,15 +631,21 @@ def make_dml_net(config: ExperimentConfig, data: ExperimentData):
     return DMLNet(data.in_channels, n_classes=data.n_classes, width=config.dml_width)
 
 
-def encode(model, data: ExperimentData, *, layer=-1, softmax=False, device=None):
-    """Frozen features (N, D) of the train, val and test images: a dict."""
+def encode(
+    model, data: ExperimentData, *, layer=-1, pool=True, softmax=False, device=None
+):
+    """Frozen features (N, D) of the train, val and test images: a dict.
+
+    ``layer`` indexes the hidden maps [h0..h3] (-1: last) or is "output";
+    ``pool`` averages a map over space (D = channels, as the authors' probe
+    does) instead of flattening it; ``softmax`` turns logits into L(x).
+    """
     from .train import extract_features
 
     out = {}
     for part in ("train", "val", "test"):
-        F = extract_features(
-            model, getattr(data, f"X_{part}"), layer=layer, device=device
-        )
+        X = getattr(data, f"X_{part}")
+        F = extract_features(model, X, layer=layer, pool=pool, device=device)
         out[part] = F.softmax(dim=1) if softmax else F
     return out
 
@@ -740,6 +752,13 @@ def _probe_once(config, feats, data, run, name, hidden, progress):
     }
 
 
+def _zscore(feats: dict) -> dict:
+    """Features standardized with the train part's mean and std: a dict."""
+    mean = feats["train"].mean(dim=0)
+    std = feats["train"].std(dim=0).clamp_min(1e-6)
+    return {part: (F - mean) / std for part, F in feats.items()}
+
+
 def probe_pair(
     config: ExperimentConfig,
     data: ExperimentData,
@@ -761,10 +780,14 @@ def probe_pair(
     validation split (or on the test set with ``selection="test"``).
     """
     hidden = config.probe_hidden if hidden == "config" else hidden
+    # z-score every feature with train statistics: a random net's outputs
+    # can be nearly constant, which starves a linear probe of gradient
+    learned, random = _zscore(learned), _zscore(random)
     a = _probe_once(config, learned, data, run, f"{features}", hidden, progress)
     b = _probe_once(config, random, data, run, f"{features} (random)", hidden, progress)
     paper = PAPER.get((config.dataset, paper_key)) if paper_key else None
     return {
+        "dataset": config.dataset,
         "method": method,
         "features": features,
         "probe": "linear" if hidden is None else f"MLP, {hidden} hidden units",
@@ -777,6 +800,44 @@ def probe_pair(
         "random_selected_epoch": b["selected_epoch"],
         "paper": paper,
     }
+
+
+# hidden map probed for Table 2's "2nd layer" rows: h1, the second conv
+# counted from the input (the paper does not say which end it counts from)
+SECOND_LAYER = 1
+
+
+def probe_encoder(
+    config: ExperimentConfig,
+    data: ExperimentData,
+    run: Run,
+    encoder,
+    random_encoder,
+    *,
+    method: str = "Neural Bayes-MIM",
+    progress: bool = True,
+) -> list[dict]:
+    """MLP probes on the last (and with ``second_layer``, the 2nd) hidden map.
+
+    ``random_encoder`` is the same architecture left untrained (``make_encoder``
+    with the same seed gives the learned encoder's own initial weights).
+    Returns one results row per layer (see ``probe_pair``).
+    """
+    layers = [(-1, "last hidden map", "mim")]
+    if config.second_layer:
+        layers.append((SECOND_LAYER, "2nd hidden map", "mim-layer2"))
+    rows = []
+    for layer, name, key in layers:
+        kw = {"layer": layer, "pool": config.probe_pool, "device": config.device}
+        learned = encode(encoder, data, **kw)
+        random = encode(random_encoder, data, **kw)
+        rows.append(
+            probe_pair(
+                config, data, run, learned, random, method=method,
+                features=name, paper_key=key, progress=progress,
+            )
+        )  # fmt: skip
+    return rows
 
 
 def comparison_table(rows: Iterable[dict]):
@@ -805,3 +866,297 @@ def comparison_table(rows: Iterable[dict]):
             }
         )
     return pd.DataFrame(table)
+
+
+def plot_history(history: list[dict], keys: Iterable[str], title: str = ""):
+    """Per-epoch training curves of ``history`` (list of dicts): a Figure."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    epochs = [r["epoch"] for r in history]
+    for key in keys:
+        fig.add_scatter(
+            x=epochs, y=[r[key] for r in history], name=key, mode="lines+markers"
+        )
+    fig.update_layout(title=title, xaxis_title="epoch", height=320)
+    return fig
+
+
+def plot_probe_curves(records: list[dict], key: str = "val_accuracy", title=""):
+    """Probe accuracy against probe epoch, one line per feature set (Fig. 3)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    probes = [r for r in records if r.get("phase") == "probe"]
+    for name in dict.fromkeys(r["features"] for r in probes):
+        rs = [r for r in probes if r["features"] == name]
+        dash = "dot" if "random" in name else "solid"
+        fig.add_scatter(
+            x=[r["epoch"] for r in rs],
+            y=[100 * r[key] for r in rs],
+            name=name,
+            mode="lines",
+            line={"dash": dash},
+        )
+    fig.update_layout(
+        title=title or f"probe {key.replace('_', ' ')} per epoch",
+        xaxis_title="probe epoch",
+        yaxis_title="accuracy (%)",
+        height=360,
+    )
+    return fig
+
+
+def save_figure(fig, run: Run, name: str) -> Path:
+    """Write fig as ``<name>.html`` (plotly.js from its CDN) in the run folder."""
+    path = run.dir / f"{name}.html"
+    fig.write_html(path, include_plotlyjs="cdn")
+    return path
+
+
+# ------------------------------------------------------------------- sweeps
+
+SWEEPS = ("table1", "fig2", "both")
+
+
+def run_mim(
+    config: ExperimentConfig,
+    data: ExperimentData | None = None,
+    *,
+    progress: bool = True,
+    extra: dict | None = None,
+) -> dict:
+    """One whole MIM experiment: train, probe, write results.json; its dict."""
+    run = start_run(config)
+    if data is None:
+        data = load_experiment_data(config, progress=progress)
+    encoder = make_encoder(config, data)
+    random_encoder = make_encoder(config, data)  # the same initial weights
+    fit_mim(config, encoder, data, run, progress=progress)
+    rows = probe_encoder(config, data, run, encoder, random_encoder, progress=progress)
+    device = config.device or ("cuda" if _cuda() else "cpu")
+    return write_results(run, config, rows, device=device, extra=extra)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def table1_settings(mbs_grid: Iterable[int], bs_grid: Iterable[int]) -> list[dict]:
+    """Table 1's (mbs, bs) pairs that are allowed: mbs <= bs, bs % mbs == 0."""
+    pairs = []
+    for mbs in mbs_grid:
+        for bs in bs_grid:
+            check_int("mbs_grid entry", mbs, low=2)
+            check_int("bs_grid entry", bs, low=2)
+            if mbs <= bs and bs % mbs == 0:
+                pairs.append({"mbs": mbs, "bs": bs})
+    if not pairs:
+        raise ValueError(
+            f"mbs_grid={list(mbs_grid)!r} and bs_grid={list(bs_grid)!r} give no "
+            "pair with mbs <= bs and bs a multiple of mbs"
+        )
+    return pairs
+
+
+def fig2_settings(n_runs: int, seed: int = 0) -> list[dict]:
+    """Fig. 2's (alpha, beta) draws: alpha ~ U[0, 10], beta ~ U[0, 5].
+
+    In the paper's proportions: of 42 runs, 32 draw both, 5 set alpha = 0
+    and 5 set beta = 0.
+    """
+    import numpy as np
+
+    check_int("n_runs", n_runs, low=1)
+    rng = np.random.default_rng(seed)
+    n_zero = round(n_runs * 5 / 42)
+    settings = []
+    for i in range(n_runs):
+        alpha, beta = float(rng.uniform(0, 10)), float(rng.uniform(0, 5))
+        if i >= n_runs - 2 * n_zero:
+            if i < n_runs - n_zero:
+                alpha = 0.0
+            else:
+                beta = 0.0
+        settings.append({"alpha": round(alpha, 3), "beta": round(beta, 3)})
+    return settings
+
+
+def sweep_configs(
+    base: ExperimentConfig,
+    sweep: str,
+    *,
+    mbs_grid=(50, 100, 250, 500),
+    bs_grid=(50, 250, 500, 2000, 3000),
+    n_runs: int = 42,
+    pools=(False, True),
+) -> list[tuple[dict, ExperimentConfig]]:
+    """(extra fields, config) of every run of a sweep, each in its own folder."""
+    check_choice("sweep", sweep, SWEEPS)
+    runs = []
+    if sweep in ("table1", "both"):
+        for s in table1_settings(mbs_grid, bs_grid):
+            name = f"table1-mbs{s['mbs']}-bs{s['bs']}"
+            runs.append(({"sweep": "table1", **s}, name, s))
+    if sweep in ("fig2", "both"):
+        for pool in pools:
+            _check_bool("pools entry", pool)
+            for i, s in enumerate(fig2_settings(n_runs, base.seed)):
+                states = 8 if pool else 4
+                name = f"fig2-{states}states-{i:02d}"
+                runs.append(
+                    (
+                        {"sweep": "fig2", "states": states, **s},
+                        name,
+                        {**s, "pool": pool},
+                    )
+                )
+    out = []
+    for extra, name, changes in runs:
+        folder = str(Path(base.output_dir) / name)
+        _check_output_dir(Path(folder), resume=base.resume, overwrite=base.overwrite)
+        out.append((extra, base.replace(output_dir=folder, **changes)))
+    return out
+
+
+# -------------------------------------------------------------- gathering
+
+
+def results_table(records: Iterable[dict]):
+    """Every row of every results.json, flat, with key settings: a DataFrame."""
+    import pandas as pd
+
+    flat = []
+    for rec in records:
+        cfg = rec.get("config", {})
+        for row in rec.get("rows", []):
+            pp = row.get("paper_protocol") or {}
+            paper = row.get("paper") or {}
+            flat.append(
+                {
+                    "run": Path(rec.get("path", "")).name,
+                    "notebook": rec.get("notebook"),
+                    "dataset": rec.get("dataset"),
+                    "profile": rec.get("profile"),
+                    "sweep": rec.get("sweep"),
+                    "method": row.get("method"),
+                    "features": row.get("features"),
+                    "probe": row.get("probe"),
+                    "accuracy": row.get("accuracy"),
+                    "random_accuracy": row.get("random_accuracy"),
+                    "paper_protocol": pp.get("accuracy"),
+                    "paper_protocol_lo": (pp.get("interval") or [None, None])[0],
+                    "paper_protocol_hi": (pp.get("interval") or [None, None])[1],
+                    "paper": paper.get("accuracy"),
+                    "paper_random": paper.get("random"),
+                    "mbs": cfg.get("mbs"),
+                    "bs": cfg.get("bs"),
+                    "alpha": cfg.get("alpha"),
+                    "beta": cfg.get("beta"),
+                    "pool": cfg.get("pool"),
+                    "epochs": rec.get("epochs"),
+                    "wall_seconds": rec.get("wall_seconds"),
+                }
+            )
+    return pd.DataFrame(flat)
+
+
+def table2(flat):
+    """Table 2 layout: best learned and random accuracy per data set, in %."""
+    import pandas as pd
+
+    if flat.empty:
+        return pd.DataFrame()
+    parts = flat[flat["sweep"].isna()]
+    cols = ["accuracy", "random_accuracy", "paper_protocol", "paper", "paper_random"]
+    out = parts.groupby(["dataset", "method", "features"])[cols].max() * 100
+    return out.round(2).rename(
+        columns={
+            "accuracy": "learned (whole test)",
+            "random_accuracy": "random (whole test)",
+            "paper_protocol": "learned (paper protocol)",
+            "paper": "paper",
+            "paper_random": "paper random",
+        }
+    )
+
+
+def table1(flat, key: str = "accuracy"):
+    """Table 1 layout: accuracy (%) by MBS (rows) and BS (columns)."""
+    import pandas as pd
+
+    runs = flat[(flat["sweep"] == "table1") & (flat["features"] == "last hidden map")]
+    if runs.empty:
+        return pd.DataFrame()
+    return (runs.pivot_table(index="mbs", columns="bs", values=key) * 100).round(2)
+
+
+def paper_table1():
+    """The paper's Table 1 (CIFAR-10, %) as a DataFrame, N/A as blanks."""
+    import pandas as pd
+
+    grid = pd.Series(PAPER_TABLE1).unstack() * 100
+    grid.index.name, grid.columns.name = "mbs", "bs"
+    return grid.round(2)
+
+
+def plot_fig2(flat):
+    """Accuracy against alpha and beta for 4 and 8 states (Fig. 2): a Figure."""
+    from plotly.subplots import make_subplots
+
+    runs = flat[(flat["sweep"] == "fig2") & (flat["features"] == "last hidden map")]
+    fig = make_subplots(
+        rows=1, cols=2, shared_yaxes=True, subplot_titles=("alpha", "beta")
+    )
+    for pool, colour in ((False, "green"), (True, "blue")):
+        part = runs[runs["pool"] == pool]
+        name = "8 states" if pool else "4 states"
+        for col, key in ((1, "alpha"), (2, "beta")):
+            fig.add_scatter(
+                x=part[key], y=100 * part["accuracy"], mode="markers", name=name,
+                marker={"color": colour}, showlegend=col == 1, row=1, col=col,
+            )  # fmt: skip
+    if len(runs):
+        rand = 100 * runs["random_accuracy"].mean()
+        fig.add_hline(y=rand, line_dash="dot", annotation_text="random encoder")
+    fig.update_layout(yaxis_title="test accuracy (%)", height=360)
+    return fig
+
+
+def plot_fig3(folders: Iterable[str | os.PathLike], key: str = "val_accuracy"):
+    """Mean and spread of probe accuracy per epoch, learned vs random (Fig. 3)."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    curves = {"learned": [], "random": []}
+    for folder in folders:
+        for rec in read_metrics(folder):
+            last = ("last hidden map", "last hidden map (random)")
+            if rec.get("phase") != "probe" or rec.get("features") not in last:
+                continue
+            kind = "random" if "random" in rec["features"] else "learned"
+            curves[kind].append((rec["epoch"], 100 * rec[key]))
+    fig = go.Figure()
+    for kind, colour in (("learned", "blue"), ("random", "green")):
+        pts = curves[kind]
+        if not pts:
+            continue
+        epochs = sorted({e for e, _ in pts})
+        vals = [[v for e2, v in pts if e2 == e] for e in epochs]
+        mean = np.array([np.mean(v) for v in vals])
+        std = np.array([np.std(v) for v in vals])
+        fig.add_scatter(
+            x=epochs + epochs[::-1], y=list(mean + std) + list(mean - std)[::-1],
+            fill="toself", line={"width": 0}, fillcolor=colour, opacity=0.2,
+            showlegend=False, hoverinfo="skip",
+        )  # fmt: skip
+        fig.add_scatter(x=epochs, y=mean, name=kind, line={"color": colour})
+    fig.update_layout(
+        xaxis_title="probe epoch",
+        yaxis_title=f"{key.replace('_', ' ')} (%)",
+        title="probe accuracy per epoch: mean and one standard deviation",
+        height=360,
+    )
+    return fig
