@@ -200,6 +200,12 @@ def dml_step(
     ``smoothness`` (Rc on the pre-softmax output) and ``js`` (nats).
     """
     logits = model(xb)
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        # a softmax over one output is 1 everywhere: nothing would be learned
+        raise ValueError(
+            f"the model gives logits of shape {tuple(logits.shape)}; K-way DML "
+            "needs (B, K) logits with K >= 2 (two partitions: 2 outputs)"
+        )
     L = torch.softmax(logits, dim=1)
     dml = dml_loss(L, eps, validate=False)
     loss = dml
