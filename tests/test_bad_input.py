@@ -383,6 +383,17 @@ def test_train_dml_refuses_before_any_forward_pass(changes, exc, pattern):
     assert model.calls == 0
 
 
+def test_train_dml_refuses_a_single_output_before_any_update():
+    # softmax over one logit is 1 everywhere: JS stays 0 and nothing is learned
+    torch.manual_seed(0)
+    model = MLP(12, (16,), out_features=1)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"logits of shape \(20, 1\).*K >= 2"):
+        train_dml(model, X, epochs=1, batch_size=20, **FAST)
+    after = list(model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
 def test_checkpoint_dir_must_be_a_writable_folder(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
