@@ -123,21 +123,25 @@ def time_authors_loop(model, X_host, device, *, mbs, steps, speed) -> float:
 
 
 def _time_manifolds(device, epochs):
-    """Wall seconds of ManifoldLabeler.fit on the eight synthetic tasks."""
+    """Wall seconds (and ARI) of ManifoldLabeler.fit on the eight tasks."""
+    from sklearn.metrics import adjusted_rand_score
+
     from . import ManifoldLabeler
     from .data.synthetic import MANIFOLDS, N_MANIFOLDS, make_manifolds
 
     rows = []
     for dim in (2, 512):
         for name in MANIFOLDS:
-            X, _ = make_manifolds(name, dim=dim)
+            X, y = make_manifolds(name, dim=dim)
             kw = {"n_manifolds": N_MANIFOLDS[name], "device": str(device)}
-            if epochs is not None:
-                kw["epochs"] = epochs
+            kw.update(progress=False, max_epochs=epochs)
             est = ManifoldLabeler(**kw)
             t0 = time.perf_counter()
             est.fit(X)
-            rows.append((name, dim, X.shape[0], time.perf_counter() - t0))
+            sec = time.perf_counter() - t0
+            rows.append(
+                (name, dim, X.shape[0], sec, adjusted_rand_score(y, est.labels_))
+            )
     return rows
 
 
@@ -163,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=None, help="CPU threads")
     ap.add_argument("--manifolds", action="store_true", help="ManifoldLabeler")
     ap.add_argument("--manifold-epochs", type=int, default=None)
+    ap.add_argument("--no-cnn", action="store_true", help="only --manifolds")
     return ap
 
 
@@ -181,6 +186,18 @@ def main(argv=None) -> None:
         f"device {device} ({name}), torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, {plan}"
     )
+    if not args.no_cnn:
+        _bench_cnn(args, device, speed)
+    if args.manifolds:
+        print("ManifoldLabeler.fit wall time")
+        print(f"{'data':8} {'dim':>4} {'n':>6} {'seconds':>8} {'ARI':>6}")
+        for row in _time_manifolds(device, args.manifold_epochs):
+            data, dim, n_pts, sec, ari = row
+            print(f"{data:8} {dim:4d} {n_pts:6d} {sec:8.2f} {ari:6.3f}")
+
+
+def _bench_cnn(args, device, speed) -> None:
+    """Time both loops at every --mbs and print the table and ratios."""
     torch.manual_seed(0)
     model = MIMEncoder(args.channels, args.width).to(device)
     F = conv_flops(model, args.channels, args.size)
@@ -224,19 +241,13 @@ def main(argv=None) -> None:
         if "authors" in times:
             ratio = times["authors"] / times["nbkit"]
             per_round = [
-                a / n for a, n in zip(rounds["authors"], rounds["nbkit"], strict=True)
+                a / b for a, b in zip(rounds["authors"], rounds["nbkit"], strict=True)
             ]
             print(
                 f"mbs {mbs}: nbkit is {ratio:.2f}x the authors'-style loop "
                 f"(median of {args.rounds} rounds; per round "
                 f"{min(per_round):.2f}-{max(per_round):.2f}x)"
             )
-
-    if args.manifolds:
-        print("ManifoldLabeler.fit wall time")
-        print(f"{'data':8} {'dim':>4} {'n':>6} {'seconds':>8}")
-        for data, dim, n_pts, sec in _time_manifolds(device, args.manifold_epochs):
-            print(f"{data:8} {dim:4d} {n_pts:6d} {sec:8.2f}")
 
 
 if __name__ == "__main__":
