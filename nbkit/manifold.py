@@ -233,6 +233,10 @@ class ManifoldLabeler(ClusterMixin, BaseEstimator):
                 self.callback(restart, epoch, info)
             bar.update(1)
             bar.set_postfix(restart=restart, loss=f"{dml_e:.4f}", js=f"{js:.3f}")
+            if not math.isfinite(obj):  # diverged: fit drops this restart
+                log.warning("restart %d: objective %s at epoch %d", restart, obj, epoch)
+                bar.update(s["max_epochs"] - epoch - 1)
+                break
             # plateau: exponential mean of the objective stops improving
             smooth = obj if smooth is None else 0.9 * smooth + 0.1 * obj
             if smooth < best - self.tol:
@@ -281,7 +285,15 @@ class ManifoldLabeler(ClusterMixin, BaseEstimator):
             for r, seed in enumerate(seeds):
                 runs.append(self._train_one(x, s, int(seed), r, bar))
                 log.info("restart %d: %s", r, runs[-1][2])
-        best = min(range(len(runs)), key=lambda r: runs[r][2]["objective"])
+        finite = [r for r in range(len(runs)) if math.isfinite(runs[r][2]["objective"])]
+        if not finite:
+            raise FloatingPointError(
+                f"training diverged in all {len(runs)} restart(s): the DML "
+                f"objective became NaN or inf (restart 0 after "
+                f"{runs[0][2]['n_epochs']} epoch(s)); lower lr (now {self.lr!r}) "
+                "or beta, or check the scale of X"
+            )
+        best = min(finite, key=lambda r: runs[r][2]["objective"])
         self.model_, self.history_, summary = runs[best]
         self.restart_ = best
         self.restarts_ = [run[2] for run in runs]
