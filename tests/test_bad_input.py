@@ -478,6 +478,27 @@ def test_mim_nan_gradient_with_a_finite_loss_is_caught(tmp_path):
     assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+def test_manifold_labeler_that_diverges_raises_instead_of_labelling():
+    Xm, _ = make_manifolds("moons", 200)
+    epochs = []
+    labeler = ManifoldLabeler(
+        lr=1e8,
+        max_epochs=50,
+        n_restarts=2,
+        progress=False,
+        callback=lambda restart, epoch, info: epochs.append((restart, epoch)),
+    )
+    with pytest.raises(FloatingPointError) as info:
+        labeler.fit(Xm)
+    message = str(info.value)
+    assert (
+        "diverged in all 2 restart(s)" in message and "lr (now 100000000.0)" in message
+    )
+    assert not hasattr(labeler, "labels_")
+    # each restart stops at its first non-finite epoch, not after 50
+    assert {r for r, _ in epochs} == {0, 1} and len(epochs) < 20
+
+
 # ------------------------------------------------------- experiments
 
 
