@@ -1,8 +1,8 @@
 """Data-parallel training across processes with E[L] over the global batch.
 
-Run under torchrun, e.g.::
+Run under torchrun, e.g. (``main`` below is that script's body)::
 
-    torchrun --nproc_per_node=4 -m nbkit.distributed --dataset cifar10 --epochs 100
+    torchrun --nproc_per_node=4 scripts/train_mim_ddp.py --dataset cifar10 --epochs 100
 
 With N processes each holding m samples of a global mini-batch of N*m,
 the MIM and DML objectives need E[L] over all N*m samples, not m. Inside
@@ -230,7 +230,7 @@ def wrap_model(model: nn.Module, device) -> nn.Module:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="torchrun --nproc_per_node=N -m nbkit.distributed",
+        prog="torchrun --nproc_per_node=N scripts/train_mim_ddp.py",
         description="MIM training of the paper's CNN on N processes (DDP).",
     )
     ap.add_argument("--dataset", default="cifar10", help="cifar10/cifar100/stl10")
@@ -298,7 +298,3 @@ def main(argv=None) -> None:
             logger.info("saved %s (%d ranks)", args.output, world)
     finally:
         dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()
