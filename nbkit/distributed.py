@@ -224,7 +224,9 @@ def wrap_model(model: nn.Module, device) -> nn.Module:
     """
     device = torch.device(device)
     model = sync_batchnorm(model, device)
-    ids = [device.index or 0] if device.type == "cuda" else None
+    ids = None
+    if device.type == "cuda":  # "cuda" alone: the current device (set_device)
+        ids = [torch.cuda.current_device() if device.index is None else device.index]
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
