@@ -9,6 +9,8 @@ previous checkpoint intact.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import math
 import os
 import tempfile
@@ -71,6 +73,11 @@ def save_checkpoint(path, state: dict) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    # a process killed mid-write (SIGKILL, power loss) leaves its temporary
+    # file behind; the next successful write of the same name removes it
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
     # make the rename itself durable where the platform allows it
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
