@@ -146,6 +146,8 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, refere
 
     resumed = _run(tmp_path / "result.pt", ckpt, "--resume")
     _assert_same_run(resumed, reference)
+    # the next successful write removed the partial file
+    assert [p.name for p in ckpt.iterdir()] == ["last.pt"]
 
 
 def test_resume_with_other_settings_is_refused_listing_them(tmp_path):
