@@ -159,7 +159,8 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, ...) -> normalised (B, C, ...)."""
         self._check_input_dim(x)
-        reducer = _GlobalBatch(None) if dist.is_initialized() else None
+        on = dist.is_available() and dist.is_initialized()
+        reducer = _GlobalBatch(None) if on else None
         use_batch = self.training or self.running_mean is None
         if reducer is None or reducer.world == 1 or not use_batch:
             return super().forward(x)
