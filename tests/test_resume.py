@@ -174,3 +174,48 @@ def test_resume_with_other_settings_is_refused_listing_them(tmp_path):
     for line in ("lr: 0.001 -> 0.002", "mbs: 20 -> 10", "sampling: 'epoch' -> 'fresh'"):
         assert line in lines
     assert (ckpt / "last.pt").read_bytes() == before  # left as it was
+
+
+@pytest.mark.parametrize("sampling", ["epoch", "fresh"])
+def test_in_process_interrupt_and_resume_for_each_sampling(tmp_path, sampling):
+    """Ctrl-C raised from the step callback, for both ways of drawing batches."""
+    settings = {**worker.SETTINGS, "epochs": 2, "sampling": sampling}
+    X = worker.make_data()
+    want = worker.make_model()
+    want_history = train_mim(want, X, **settings)
+
+    def interrupt(record):
+        if record["step"] == 14:  # epoch 2; last checkpoint at step 12
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_mim(
+            worker.make_model(),
+            X,
+            checkpoint_dir=tmp_path,
+            **{**settings, "step_callback": interrupt},
+        )
+    assert load_checkpoint(tmp_path / "last.pt")["progress"]["step"] == 12
+    got = MLP(worker.DIM, (24, 24), out_features=None)  # other initial weights
+    history = train_mim(got, X, checkpoint_dir=tmp_path, resume=True, **settings)
+    assert _untimed(history) == _untimed(want_history)
+    for a, b in zip(got.state_dict().values(), want.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_dml_checkpoint_is_not_resumed_by_train_mim(tmp_path):
+    from nbkit.train import train_dml
+
+    torch.manual_seed(0)
+    net = MLP(worker.DIM, (24,), out_features=3)
+    opts = {"epochs": 1, "progress": False, "device": "cpu"}
+    train_dml(net, worker.make_data(), batch_size=40, checkpoint_dir=tmp_path, **opts)
+    with pytest.raises(CheckpointError, match=r"kind: 'dml' -> 'mim'"):
+        train_mim(
+            worker.make_model(),
+            worker.make_data(),
+            mbs=20,
+            checkpoint_dir=tmp_path,
+            resume=True,
+            **opts,
+        )
