@@ -526,6 +526,15 @@ def _row():
     }
 
 
+def _papermill(tmp_path, *params):
+    """Run notebooks/mnist.ipynb at profile smoke: the finished process."""
+    pytest.importorskip("papermill")
+    command = [sys.executable, "-m", "papermill", "--cwd", str(tmp_path)]
+    command += [str(ROOT / "notebooks" / "mnist.ipynb"), str(tmp_path / "out.ipynb")]
+    command += ["-p", "profile", "smoke", "-p", "progress", "False", *params]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("params", "words"),
@@ -536,30 +545,23 @@ def _row():
     ids=["bs % mbs", "dataset"],
 )
 def test_papermill_shows_the_parameter_error(tmp_path, params, words):
-    pytest.importorskip("papermill")
-    out = tmp_path / "out.ipynb"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "papermill",
-            str(ROOT / "notebooks" / "mnist.ipynb"),
-            str(out),
-            "-p",
-            "profile",
-            "smoke",
-            "-p",
-            "output_dir",
-            str(tmp_path / "run"),
-            *params,
-            "--cwd",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    done = _papermill(tmp_path, "-p", "output_dir", str(tmp_path / "run"), *params)
     assert done.returncode != 0
     assert "PapermillExecutionError" in done.stderr
     for word in words:
         assert word in done.stderr
     assert not (tmp_path / "run").exists()  # refused before the run folder
+
+
+@pytest.mark.slow
+def test_papermill_into_an_earlier_runs_folder_is_refused(tmp_path):
+    out = tmp_path / "run"
+    config = ex.resolve_config("mnist", profile="smoke", output_dir=out)
+    ex.write_results(ex.start_run(config), config, [_row()], device="cpu")
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
+    done = _papermill(tmp_path, "-p", "output_dir", str(out))
+    assert done.returncode != 0
+    assert "FileExistsError" in done.stderr
+    for word in ("already holds an earlier run", "overwrite=True", "resume=True"):
+        assert word in done.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier
