@@ -7,8 +7,9 @@
   uses E[L] come to the full-data gradient (bias and spread, Theorem 1).
 * ``collapse_path``: the v1 and v2 uniform priors and their gradients as one
   E[L_k] grows from 1/K to 1 (Appendix C.1).
-* ``first_layer_activations`` / ``nearest_sample_correlation``: what the
-  first layer of an MLP learned (dead units, memorised inputs).
+* ``first_layer_activations`` / ``nearest_sample_correlation`` /
+  ``filter_report``: what the first layer of an MLP learned (dead units,
+  unused states, memorised inputs).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "collapse_path",
     "first_layer_activations",
     "nearest_sample_correlation",
+    "filter_report",
 ]
 
 
@@ -267,3 +269,29 @@ def nearest_sample_correlation(filters, X):
         return A / A.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
     return (unit(W) @ unit(S).T).abs().amax(dim=1).to(filters.dtype)
+
+
+def filter_report(model, X, images=None, memorised_at=0.7):
+    """What the first layer learned, as fractions of its units: a dict.
+
+    ``dead``: units whose ReLU output is zero on every sample of X (they get
+    no gradient and never change again); ``unused``: units that are never
+    the largest, i.e. never the most probable softmax state z of that
+    layer; ``memorised``: filters whose largest |correlation| with one of
+    ``images`` (default X), as pixels, exceeds ``memorised_at``; and
+    ``nearest_corr``, the median of that correlation.
+    """
+    from .metrics import dead_fraction
+
+    check_number("memorised_at", memorised_at, low=0, high=1)
+    A = first_layer_activations(model, X)  # (N, C)
+    wins = torch.bincount(A.argmax(dim=1), minlength=A.shape[1])
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    W = first.weight.detach()  # (C, n): one filter per unit
+    corr = nearest_sample_correlation(W, X if images is None else images)
+    return {
+        "dead": dead_fraction(A),
+        "unused": float((wins == 0).double().mean()),
+        "memorised": float((corr > memorised_at).double().mean()),
+        "nearest_corr": float(corr.median()),
+    }

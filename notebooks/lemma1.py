@@ -101,7 +101,7 @@ assert error < tolerance
 mixture_figure(
     x, p_x, p_x_given_z * E_L, reference=mix.p_x_given_z * mix.p_z,
     title="Recovered p(x|z) p(z) (solid) against the truth (dotted)",
-)  # fmt: skip
+)
 
 # %% [markdown]
 # ## Any softmax gives a factorisation

@@ -207,7 +207,7 @@ rows = {(n, r["mbs"]): r for n, curve in uneven.items() for r in curve}
 for (name, m), r in rows.items():
     if m in (50, 250, 500):
         print(f"{name:16s} MBS {m:4d}: cos {r['cosine']:.3f}  "
-              f"rel.err {r['rel_error']:.3f}  bias {r['bias']:.3f}")  # fmt: skip
+              f"rel.err {r['rel_error']:.3f}  bias {r['bias']:.3f}")
 mi, dml = uneven["MI term (J_hat)"], uneven["DML (K-way)"]
 assert all(a["bias"] < b["bias"] for a, b in zip(mi, dml, strict=True))
 

@@ -13,6 +13,7 @@ from nbkit.diagnostics import (
     collapse_path,
     entropy,
     fidelity_curve,
+    filter_report,
     first_layer_activations,
     flat_grad,
     gradient_fidelity,
@@ -176,9 +177,10 @@ def test_collapse_path_v1_logit_gradient_vanishes_and_v2_grows():
     assert torch.allclose(v1["dRp_dE"], expect_v1, atol=1e-6)
     assert torch.allclose(v2["dRp_dE"], expect_v2, rtol=1e-6)
     assert float(v2["dRp_dE"][-1]) > 1e5
-    # what reaches the logits: v1 -> 0, v2 stays near 2 (K - 1) / K
+    # what reaches the logits: v1 -> 0, v2 -> 2 sqrt((K - 1) / K)
     assert float(v1["logit_grad"][-1]) < 1e-4
-    assert float(v2["logit_grad"][-1]) > 1.5
+    limit = 2 * math.sqrt((K - 1) / K)
+    assert float(v2["logit_grad"][-1]) == pytest.approx(limit, abs=1e-3)
     with pytest.raises(ValueError, match="E_k"):
         collapse_path(K, [1.0], "v2")
     with pytest.raises(ValueError, match="version"):
@@ -239,3 +241,22 @@ def test_live_panel_static_and_live():
     fig = panel.children[1]
     slider.value = 0.25
     assert list(fig.data[0].y) == [0.25] * 5
+
+
+def test_filter_report_counts_dead_unused_and_memorised_units():
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(40, 16, generator=g)
+    torch.manual_seed(1)  # not 0: that stream would replay the images
+    net = MLP(16, (6, 4), out_features=None, batch_norm=False)
+    with torch.no_grad():
+        first = net.layers[0][0]
+        first.weight[0] = images[5] - images[5].mean()  # a copied image
+        first.bias[0] = 100.0  # fires most on every sample: always wins
+        first.bias[1:3] = -1e6  # two units never fire
+    r = filter_report(net, images, memorised_at=0.99)
+    assert r["dead"] == pytest.approx(2 / 6)
+    assert r["unused"] == pytest.approx(5 / 6)
+    assert r["memorised"] == pytest.approx(1 / 6)
+    assert 0 < r["nearest_corr"] < 0.99
+    with pytest.raises(ValueError, match="memorised_at"):
+        filter_report(net, images, memorised_at=1.5)
