@@ -90,11 +90,17 @@ def pick_device(device=None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(
             f"device={device!r} is not a device; use 'cpu', 'cuda' or None"
         ) from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} but CUDA is not available on this machine; use "
+            "'cpu', or None to take CUDA only where there is one"
+        )
+    return dev
 
 
 @contextlib.contextmanager
@@ -959,6 +965,11 @@ def _labels(y, name) -> torch.Tensor:
         raise ValueError(
             f"{name} must be (N,) integer labels, got {y.dtype} {tuple(y.shape)}"
         )
+    if y.numel() and int(y.min()) < 0:
+        raise ValueError(
+            f"{name} holds negative labels (smallest {int(y.min())}); classes "
+            "are 0, 1, ..., so leave out unlabeled rows (STL-10 marks them -1)"
+        )
     return y.long()
 
 
@@ -1018,6 +1029,12 @@ def train_probe(
             raise ValueError(
                 f"{name} must be (N, D) with one row per label, got "
                 f"{tuple(Fm.shape)} for {yv.shape[0]} labels"
+            )
+        if Fm.shape[0] == 0 or not bool(torch.isfinite(Fm).all()):
+            what = "has no rows" if Fm.shape[0] == 0 else "holds NaN or inf"
+            raise ValueError(
+                f"{name} {what}; the probe needs finite features to train on "
+                "and to select its epoch with"
             )
     if F_val.shape[1] != F_train.shape[1]:
         raise ValueError(
