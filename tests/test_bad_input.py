@@ -186,6 +186,14 @@ CASES = [
          F_train=F_, y_train=Y[:29], F_val=F_, y_val=Y, progress=False),
     case("probe batch 1", train_probe, ValueError, r"batch_size must be >= 2, got 1",
          F_train=F_, y_train=Y, F_val=F_, y_val=Y, batch_size=1, progress=False),
+    case("probe y<0", train_probe, ValueError,
+         r"y_train holds negative labels \(smallest -1\)",
+         F_train=F_, y_train=Y - 1, F_val=F_, y_val=Y, progress=False),
+    case("probe F NaN", train_probe, ValueError, r"F_train holds NaN or inf",
+         F_train=_with(F_, (4, 4), NAN), y_train=Y, F_val=F_, y_val=Y,
+         progress=False),
+    case("probe no val", train_probe, ValueError, r"F_val has no rows",
+         F_train=F_, y_train=Y, F_val=F_[:0], y_val=Y[:0], progress=False),
     case("probe lr 0", train_probe, ValueError, r"lr must be > 0, got 0",
          F_train=F_, y_train=Y, F_val=F_, y_val=Y, lr=0, progress=False),
     case("features layer", extract_features, ValueError,
@@ -252,6 +260,13 @@ CASES = [
     case("ML X text", _ml, TypeError, r"X must be a numeric array",
          X=[["a", "b"], ["c", "d"]]),
 ]  # fmt: skip
+
+
+if not torch.cuda.is_available():
+    CASES.append(
+        case("no CUDA", pick_device, ValueError,
+             r"device='cuda' but CUDA is not available", device="cuda")
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(("fn", "kwargs", "exc", "pattern"), CASES)
