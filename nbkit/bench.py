@@ -14,6 +14,10 @@ with CUDA synchronisation around every timed region:
   Both loops use the same precision and layout settings, so their ratio
   isolates the loop structure.
 
+With beta > 0 (the paper's 4) the defaults keep bf16 and TF32 off, as
+``train_mim`` does (``nbkit.speed`` explains why), so on a GPU compare
+with its float32 peak; ``--amp bf16 --tf32 on`` measures the fast path.
+
 FLOP count (multiply-adds count two): a 3x3 conv costs
 2 * Cin * Cout * 9 * Hout * Wout per image; batch norm, ReLU, pooling, the
 softmax states and the losses are left out (a few percent at most).
@@ -107,7 +111,9 @@ def time_authors_loop(model, X_host, device, *, mbs, steps, speed) -> float:
     """Seconds per step of the authors'-style loop on host-memory X_host."""
     model.to(device).train()
     p = next(model.parameters())
-    plan = resolve_speed(device, **speed, param_dtype=p.dtype)
+    plan = resolve_speed(
+        device, **speed, param_dtype=p.dtype, finite_difference=BETA > 0
+    )
     fwd = fast_forward(model, plan, p.dtype)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator(device=device).manual_seed(1)
@@ -162,6 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--peak-tflops", type=float, default=None)
     ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"])
     ap.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
+    ap.add_argument("--tf32", default="auto", choices=["auto", "on", "off"])
     ap.add_argument("--compile", action="store_true", help="torch.compile")
     ap.add_argument("--no-authors", action="store_true", help="skip that loop")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads")
@@ -178,9 +185,15 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    cl = {"auto": "auto", "on": True, "off": False}[args.channels_last]
-    speed = {"amp": args.amp, "channels_last": cl, "compile": args.compile}
-    plan = resolve_speed(device, **speed)
+    switch = {"auto": "auto", "on": True, "off": False}
+    speed = {
+        "amp": args.amp,
+        "channels_last": switch[args.channels_last],
+        "tf32": switch[args.tf32],
+        "compile": args.compile,
+    }
+    # what train_mim resolves: beta > 0, so "auto" keeps bf16 and TF32 off
+    plan = resolve_speed(device, **speed, finite_difference=BETA > 0)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
         f"device {device} ({name}), torch {torch.__version__}, "

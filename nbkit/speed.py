@@ -11,11 +11,22 @@ float32 tensors and are computed outside autocast.
 On the CPU every ``"auto"`` resolves to off, so CPU results are unchanged
 by these options; an explicit ``amp="bf16"`` or ``channels_last=True`` is
 honoured on the CPU too (CPU autocast supports bf16).
+
+Caveat, the smoothness term: Rc = ||f(x) - f(x + zeta d)||^2 / zeta^2 is a
+finite difference, so independent rounding in the two forward passes is
+divided by zeta^2 (zeta ~ N(0, 0.1^2)). Measured on the CPU with a
+width-0.25 encoder (fp32 Rc about 0.031 at every zeta): bf16 autocast
+gives 0.33 at zeta = 0.1 and 16 at zeta = 0.01; TF32 convolutions
+(emulated) give 0.033 and 0.25. So "auto" turns bf16 and TF32 on only
+when the objective has no finite-difference term (``beta=0``), and on
+CUDA ``tf32=False`` forces full float32 convolutions and matmuls, which
+PyTorch otherwise runs in TF32 for cuDNN convolutions by default.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +42,8 @@ __all__ = [
     "fast_forward",
 ]
 
+logger = logging.getLogger(__name__)
+
 AMP_CHOICES = ("auto", "bf16", "off")
 _SWITCH = ("auto", True, False)
 
@@ -44,6 +57,7 @@ class SpeedPlan:
     tf32: bool = False
     cudnn_benchmark: bool = False
     compile_backend: str | None = None  # torch.compile backend, None: eager
+    cuda: bool = False  # whether the TF32 flags apply (CUDA device)
 
     @property
     def wraps_forward(self) -> bool:
@@ -65,6 +79,7 @@ def resolve_speed(
     cudnn_benchmark="auto",
     compile=False,  # noqa: A002 - the name users know from torch.compile
     param_dtype: torch.dtype = torch.float32,
+    finite_difference: bool = False,
 ) -> SpeedPlan:
     """The SpeedPlan for ``device``: "auto" means on for CUDA, off elsewhere.
 
@@ -72,6 +87,8 @@ def resolve_speed(
     models), "bf16" or "off". ``channels_last``, ``tf32``,
     ``cudnn_benchmark``: "auto", True or False. ``compile``: False, True
     (torch.compile with the default inductor backend) or a backend name.
+    ``finite_difference``: the step computes Rc by finite differences
+    (beta > 0); then "auto" leaves bf16 and TF32 off (see the caveat above).
     """
     device = torch.device(device)
     on_cuda = device.type == "cuda"
@@ -80,9 +97,19 @@ def resolve_speed(
         bf16_ok = on_cuda and torch.cuda.is_available()
         bf16_ok = bf16_ok and torch.cuda.is_bf16_supported()
         # autocast leaves float64 alone, so auto only acts on float32 models
-        use_amp = bf16_ok and param_dtype == torch.float32
+        use_amp = bf16_ok and param_dtype == torch.float32 and not finite_difference
     else:
         use_amp = amp == "bf16"
+    use_tf32 = _switch("tf32", tf32, on_cuda and not finite_difference) and on_cuda
+    if finite_difference and (use_amp or use_tf32):
+        logger.warning(
+            "amp=%r, tf32=%r with a finite-difference smoothness term (beta > 0): "
+            "rounding in the two forward passes inflates Rc, by 10x or more "
+            "when |zeta| < 0.1 in bf16; use amp='off', tf32=False for the "
+            "paper's Rc",
+            amp,
+            tf32,
+        )
     if isinstance(compile, bool):
         backend = "inductor" if compile else None
     elif isinstance(compile, str) and compile:
@@ -95,16 +122,21 @@ def resolve_speed(
     return SpeedPlan(
         amp_dtype=torch.bfloat16 if use_amp else None,
         channels_last=_switch("channels_last", channels_last, on_cuda),
-        tf32=_switch("tf32", tf32, on_cuda) and on_cuda,
+        tf32=use_tf32,
         cudnn_benchmark=_switch("cudnn_benchmark", cudnn_benchmark, on_cuda)
         and on_cuda,
         compile_backend=backend,
+        cuda=on_cuda,
     )
 
 
 @contextlib.contextmanager
 def backend_flags(plan: SpeedPlan):
-    """Set TF32 and cuDNN autotuning as planned inside the block, then restore."""
+    """Set TF32 (on or off) and cuDNN autotuning inside the block, then restore.
+
+    On CUDA TF32 is set either way: PyTorch's own default runs float32
+    cuDNN convolutions in TF32. Nothing is changed for a CPU plan.
+    """
     cudnn = torch.backends.cudnn
     matmul = torch.backends.cuda.matmul
     new_api = hasattr(matmul, "fp32_precision") and hasattr(cudnn, "conv")
@@ -113,11 +145,11 @@ def backend_flags(plan: SpeedPlan):
     else:
         saved = (matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark)
     try:
-        if plan.tf32 and new_api:
-            matmul.fp32_precision = "tf32"
-            cudnn.conv.fp32_precision = "tf32"
-        elif plan.tf32:
-            matmul.allow_tf32 = cudnn.allow_tf32 = True
+        if plan.cuda and new_api:
+            matmul.fp32_precision = "tf32" if plan.tf32 else "ieee"
+            cudnn.conv.fp32_precision = "tf32" if plan.tf32 else "ieee"
+        elif plan.cuda:
+            matmul.allow_tf32 = cudnn.allow_tf32 = plan.tf32
         if plan.cudnn_benchmark:
             cudnn.benchmark = True
         yield plan

@@ -322,7 +322,14 @@ def _fit(
     """The shared epoch loop of train_mim and train_dml (see train_mim)."""
     model.to(device)
     # speed options: autocast/channels-last wrapper, TF32 and cuDNN flags
-    plan = resolve_speed(device, **(speed or {}), param_dtype=_param_dtype(model))
+    # (bf16 and TF32 rounding would swamp Rc's finite difference: "auto"
+    # leaves them off when beta > 0; see nbkit.speed)
+    plan = resolve_speed(
+        device,
+        **(speed or {}),
+        param_dtype=_param_dtype(model),
+        finite_difference=config.get("beta", 0) > 0,
+    )
     # under torchrun: DDP with global batch norm; each rank takes its shard
     # of every global mini-batch and losses use the global E[L] (nbkit.distributed)
     rank, world = rank_world()
@@ -703,6 +710,8 @@ def train_mim(
     ``channels_last`` (CNN layout), ``tf32`` (TF32 matmuls and convs),
     ``cudnn_benchmark`` (cuDNN autotuning); ``compile`` (False, True or a
     torch.compile backend name). TF32 and cuDNN flags are restored after.
+    With ``beta > 0`` "auto" leaves bf16 and TF32 off: their rounding in
+    the two forward passes swamps Rc's finite difference.
     """
     _check_common(
         sampling,

@@ -10,6 +10,7 @@ import nbkit.train as nbtrain
 from nbkit.bench import conv_flops
 from nbkit.bench import main as bench_main
 from nbkit.models import MLP, MIMEncoder
+from nbkit.regularizers import data_directions
 from nbkit.speed import SpeedPlan, backend_flags, fast_forward, resolve_speed
 from nbkit.train import train_dml, train_mim
 
@@ -156,15 +157,47 @@ def test_compile_flag_uses_torch_compile_and_matches_eager():
     assert list(m_c.state_dict()) == list(m_ref.state_dict())  # no prefixes
 
 
-def test_backend_flags_restore_global_state():
-    cudnn = torch.backends.cudnn
-    before = cudnn.benchmark
-    plan = SpeedPlan(tf32=True, cudnn_benchmark=True)
-    with backend_flags(plan):
+@pytest.mark.parametrize("tf32", [True, False])
+def test_backend_flags_set_tf32_either_way_and_restore(tf32):
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    if not hasattr(matmul, "fp32_precision"):
+        pytest.skip("torch < 2.9 has only the allow_tf32 flags")
+    before = (cudnn.benchmark, matmul.fp32_precision, cudnn.conv.fp32_precision)
+    with backend_flags(SpeedPlan(tf32=tf32, cudnn_benchmark=True, cuda=True)):
         assert cudnn.benchmark is True
-        if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
-            assert torch.backends.cuda.matmul.fp32_precision == "tf32"
-    assert cudnn.benchmark is before
+        want = "tf32" if tf32 else "ieee"  # off means full float32 convs
+        assert matmul.fp32_precision == cudnn.conv.fp32_precision == want
+    after = (cudnn.benchmark, matmul.fp32_precision, cudnn.conv.fp32_precision)
+    assert after == before
+    with backend_flags(SpeedPlan(tf32=True)):  # a CPU plan touches nothing
+        assert matmul.fp32_precision == before[1]
+
+
+def test_auto_keeps_bf16_and_tf32_off_for_finite_differences(caplog):
+    assert resolve_speed("cuda").tf32  # no Rc: TF32 on CUDA
+    plan = resolve_speed("cuda", finite_difference=True)
+    assert plan.amp_dtype is None and not plan.tf32
+    assert plan.channels_last and plan.cudnn_benchmark  # exact enough
+    with caplog.at_level("WARNING", logger="nbkit.speed"):
+        resolve_speed("cuda", amp="bf16", finite_difference=True)
+    assert "inflates Rc" in caplog.text
+
+
+def test_bf16_rounding_swamps_the_finite_difference():
+    # why "auto" keeps bf16 off when beta > 0 (nbkit.speed caveat)
+    torch.manual_seed(0)
+    model = MIMEncoder(3, 0.1).train()
+    x = _images(32, 32)
+    d = data_directions(x, torch.Generator().manual_seed(1))
+
+    def Rc(zeta, amp):
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=amp):
+            f0, f1 = model(x).float(), model(x + zeta * d).float()
+        diff = (f0 - f1).mean(dim=(2, 3))
+        return float(diff.pow(2).sum(dim=1).mean() / zeta**2)
+
+    assert Rc(0.1, False) == pytest.approx(Rc(0.01, False), rel=0.05)
+    assert Rc(0.01, True) > 10 * Rc(0.01, False)
 
 
 class _HostReads:
