@@ -93,6 +93,11 @@ def _resolve_device(device):
         raise ValueError(f"device={device!r} is not a torch device: {err}") from None
 
 
+def _n_used(labels):
+    """How many distinct labels (states) a labelling uses: an int."""
+    return int(len(np.unique(labels)))
+
+
 class ManifoldLabeler(ClusterMixin, BaseEstimator):
     """Label disjoint manifolds with Neural Bayes-DML: X (N, D) -> labels (N,).
 
@@ -110,9 +115,20 @@ class ManifoldLabeler(ClusterMixin, BaseEstimator):
         well and train about twice as fast on a CPU. Much narrower nets
         (128) tend to stay constant on the circles at beta = 1.
     lr : Adam learning rate.
-    n_restarts : int or None, independently seeded networks; the one with
-        the lowest final objective dml_loss + beta * Rc is kept (None: 1 for
-        K = 2, 3 for K >= 3). No labels are used to choose.
+    n_restarts : int or None, independently seeded networks trained in
+        any case (None: 1 for K = 2, 3 for K >= 3).
+    max_restarts : int or None, the most restarts in all (None: 3 x
+        n_restarts). When none of the first ``n_restarts`` *formed* a
+        partition (JS divergence above half of log 2, with every one of
+        the K states labelling some points), more are trained, one at a
+        time, until one does or ``max_restarts`` is reached.
+        The kept restart is the formed one with the lowest final objective
+        dml_loss + beta * Rc (the lowest objective overall if none formed).
+        No true labels are used to choose. Why "formed" comes first: a
+        restart that left a state empty has merged two manifolds, and with
+        beta > 0 a merged restart can reach a lower objective (lower Rc)
+        than a correct one; on the eight tasks every wrong restart we saw
+        used fewer than K states, or never formed a partition.
     patience, tol : stop a restart once at most a fraction ``tol`` of the
         labels changed per epoch for ``patience`` epochs in a row, after the
         partition formed (JS divergence above half of log 2).
@@ -128,7 +144,8 @@ class ManifoldLabeler(ClusterMixin, BaseEstimator):
     ``model_`` (the trained MLP, eval mode), ``n_epochs_``, ``loss_`` and
     ``js_`` (final DML loss and JS divergence of the kept restart),
     ``objective_``, ``restart_`` (its index), ``restarts_`` (per restart a
-    dict: loss, js, rc, objective, seed, n_epochs, labels), ``n_features_in_``.
+    dict: loss, js, rc, objective, seed, n_epochs, labels, n_used, formed),
+    ``n_features_in_``.
     """
 
     def __init__(
@@ -140,6 +157,7 @@ class ManifoldLabeler(ClusterMixin, BaseEstimator):
         hidden=(256, 256, 256, 256),
         lr=1e-3,
         n_restarts=None,
+        max_restarts=None,
         patience=30,
         tol=1e-3,
         random_state=0,
@@ -154,6 +172,7 @@ class ManifoldLabeler(ClusterMixin, BaseEstimator):
         self.hidden = hidden
         self.lr = lr
         self.n_restarts = n_restarts
+        self.max_restarts = max_restarts
         self.patience = patience
         self.tol = tol
         self.random_state = random_state
@@ -172,6 +191,11 @@ class ManifoldLabeler(ClusterMixin, BaseEstimator):
             s["max_epochs"] = check_int("max_epochs", self.max_epochs, low=1)
         if self.n_restarts is not None:
             s["n_restarts"] = check_int("n_restarts", self.n_restarts, low=1)
+        s["max_restarts"] = 3 * s["n_restarts"]
+        if self.max_restarts is not None:
+            s["max_restarts"] = check_int(
+                "max_restarts", self.max_restarts, low=s["n_restarts"]
+            )
         if self.batch_size is not None:
             check_int("batch_size", self.batch_size, low=2)
         if not isinstance(self.hidden, Sequence) or len(self.hidden) == 0:
@@ -262,6 +286,12 @@ class ManifoldLabeler(ClusterMixin, BaseEstimator):
         summary = self._evaluate(model, x, beta, gen)
         summary.update(seed=seed, n_epochs=len(hist["loss"]))
         summary["labels"] = model(x).argmax(dim=1).cpu().numpy()
+        summary["n_used"] = _n_used(summary["labels"])
+        summary["formed"] = bool(
+            summary["js"] > 0.5 * math.log(2)
+            and summary["n_used"] == self.n_manifolds
+            and math.isfinite(summary["objective"])
+        )
         return model, hist, summary
 
     @torch.no_grad()
@@ -290,12 +320,17 @@ class ManifoldLabeler(ClusterMixin, BaseEstimator):
             )
         x = torch.as_tensor(X, device=s["device"])
         seeds = np.random.SeedSequence(self.random_state).generate_state(
-            s["n_restarts"]
+            s["max_restarts"]
         )
         total = s["n_restarts"] * s["max_epochs"]
         runs = []
         with tqdm(total=total, disable=not self.progress, desc="DML") as bar:
             for r, seed in enumerate(seeds):
+                if r >= s["n_restarts"]:
+                    if any(run[2]["formed"] for run in runs):
+                        break
+                    bar.total += s["max_epochs"]  # one more restart
+                    bar.refresh()
                 runs.append(self._train_one(x, s, int(seed), r, bar))
                 log.info("restart %d: %s", r, runs[-1][2])
         finite = [r for r in range(len(runs)) if math.isfinite(runs[r][2]["objective"])]
@@ -306,7 +341,11 @@ class ManifoldLabeler(ClusterMixin, BaseEstimator):
                 f"{runs[0][2]['n_epochs']} epoch(s)); lower lr (now {self.lr!r}) "
                 "or beta, or check the scale of X"
             )
-        best = min(finite, key=lambda r: runs[r][2]["objective"])
+        # formed restarts first (see max_restarts), then the lowest objective
+        best = min(
+            finite,
+            key=lambda r: (not runs[r][2]["formed"], runs[r][2]["objective"]),
+        )
         self.model_, self.history_, summary = runs[best]
         self.restart_ = best
         self.restarts_ = [run[2] for run in runs]

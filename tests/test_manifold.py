@@ -30,8 +30,11 @@ def test_default_labels_every_manifold(tasks, name, dim):
     t = tasks[(name, dim)]
     assert t["ari"] >= 0.99, t["title"]
     assert len(np.unique(t["labels"])) == N_MANIFOLDS[name]
-    # the kept restart has a high JS divergence (log 2 = 0.693 is the maximum)
-    assert t["js"] > 0.5
+    # the kept restart formed a partition: JS above half its maximum log 2,
+    # every state in use
+    kept = t["estimator"].restarts_[t["estimator"].restart_]
+    assert kept["formed"] and kept["n_used"] == N_MANIFOLDS[name]
+    assert t["js"] > 0.5 * np.log(2)
 
 
 @pytest.mark.slow
@@ -41,7 +44,8 @@ def test_estimator_attributes(tasks):
     assert set(est.history_) >= {"loss", "js", "rc", "objective"}
     assert len(est.history_["loss"]) == est.n_epochs_
     assert len(est.restarts_) == 3
-    kept = min(range(3), key=lambda r: est.restarts_[r]["objective"])
+    formed = [r for r in range(3) if est.restarts_[r]["formed"]]
+    kept = min(formed, key=lambda r: est.restarts_[r]["objective"])
     assert est.restart_ == kept
     assert est.loss_ == pytest.approx(np.log(2) - est.js_, abs=1e-5)
     assert est.n_features_in_ == 2
@@ -89,6 +93,32 @@ def test_beta_zero_cuts_through_the_circles():
     est = ManifoldLabeler(2, beta=0.0, progress=False, random_state=SEED).fit(X)
     assert est.js_ > 0.4  # it does find a high-divergence partition ...
     assert adjusted_rand(y, est.labels_) < 0.5  # ... but not the rings
+
+
+@pytest.mark.slow
+def test_a_merged_restart_is_not_kept_even_with_the_lowest_objective(tasks):
+    # spirals 512-D, seed 0: restart 1 merges two arms (two states used) and
+    # reaches the lowest objective; the kept one uses all three states
+    est = tasks[("spirals", 512)]["estimator"]
+    merged = [r for r in est.restarts_ if r["n_used"] < 3]
+    assert merged and not any(r["formed"] for r in merged)
+    assert min(r["objective"] for r in merged) < est.objective_
+    assert est.restarts_[est.restart_]["n_used"] == 3
+
+
+def test_more_restarts_until_one_forms_then_lowest_objective():
+    X, _ = make_manifolds("moons", 200, seed=0)
+    # two epochs never form a partition: all max_restarts run
+    est = ManifoldLabeler(2, max_epochs=2, max_restarts=3, progress=False).fit(X)
+    assert len(est.restarts_) == 3
+    assert not any(r["formed"] for r in est.restarts_)
+    objectives = [r["objective"] for r in est.restarts_]
+    assert est.restart_ == int(np.argmin(objectives))
+    # with enough epochs the first restart forms and no other is trained
+    est = ManifoldLabeler(2, max_epochs=150, max_restarts=3, progress=False).fit(X)
+    assert len(est.restarts_) == 1 and est.restarts_[0]["formed"]
+    with pytest.raises(ValueError, match="max_restarts must be >= 3, got 2"):
+        ManifoldLabeler(3, max_restarts=2).fit(X)
 
 
 def test_sklearn_params_roundtrip():
