@@ -114,15 +114,19 @@ PROFILES = {
         "probe_patience": None, "probe_pool": True, "second_layer": True,
         "dml_epochs": 100, "dml_bs": 5000, "dml_beta": 1.0, "dml_width": 1.0,
     },
-    # minutes on a laptop CPU, on real data (5,000 bundled MNIST digits)
+    # minutes on a laptop CPU, on real data (5,000 bundled MNIST digits);
+    # no accumulation (bs = mbs) and narrow nets: with 48 accumulated
+    # updates (bs 500) MIM beat the random encoder by 0.4 points, with 96 by
+    # 3; DML at width 0.25, batch 500, 20 epochs beat width 0.5, batch 1000,
+    # 30 epochs (58 against 53 %) in a quarter of the time
     "cpu": {
-        "epochs": 6, "mbs": 250, "bs": 500, "alpha": 2.0, "beta": 4.0,
+        "epochs": 6, "mbs": 250, "bs": 250, "alpha": 2.0, "beta": 4.0,
         "prior": "v2", "pool": True, "width": 0.25, "lr": 1e-3,
         "n_train": 4000, "n_test": 1000, "val_fraction": 0.1,
         "probe_hidden": 200, "probe_epochs": 40, "probe_lr": 1e-3,
         "probe_batch_size": 128, "probe_weight_decay": 0.0,
         "probe_patience": 10, "probe_pool": True, "second_layer": False,
-        "dml_epochs": 30, "dml_bs": 1000, "dml_beta": 1.0, "dml_width": 0.5,
+        "dml_epochs": 20, "dml_bs": 500, "dml_beta": 1.0, "dml_width": 0.25,
     },
     # seconds: tiny nets on a few hundred images, to check the plumbing
     "smoke": {

@@ -1,7 +1,5 @@
 # ---
 # jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -193,8 +191,17 @@ print(f"wall time {results['wall_seconds']:.0f} s on {device}; outputs in {run.d
 # %% [markdown]
 # ## Conclusion
 #
-# Both objectives learn without labels.
-# DML's 10 outputs become nearly class labels, so a linear probe on them
-# beats the same probe on a random CNN by a wide margin; MIM's features
-# beat the random encoder's under the same MLP probe.
+# Both objectives learn without labels, and both beat the same network at
+# its random initialisation under the same probe.
+# At the cpu profile (4,000 digits, a few hundred updates) the margins are
+# modest: about 11 points for DML (57 % against 46 %) and 3 points for MIM
+# (95 % against 92 %; a random CNN is already a strong feature extractor
+# on MNIST).
+# DML is far from the paper's 99.22 %: its 10 outputs do split the digits
+# into 10 nearly one-hot groups (JS close to log 2), but the groups are not
+# pure classes at this size (normalised mutual information with the digit
+# about 0.45; two groups each take in several digits), and a linear probe
+# on 10 near one-hot numbers can do little better than the groups' purity.
+# The paper trains on 60,000 digits with batches of 5,000 for 100 epochs;
+# run with `profile="paper"` on a GPU to compare.
 # `notebooks/results.ipynb` gathers this run's `results.json` with others.
