@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ._checks import check_choice, check_int, check_number
+from .train import NOISY_BN_MODES, SAMPLING, SMOOTH_TARGETS
 
 __all__ = [
     "AUTHORS_README",
@@ -108,6 +109,7 @@ PROFILES = {
     "paper": {
         "epochs": 100, "mbs": 500, "bs": 4000, "alpha": 2.0, "beta": 4.0,
         "prior": "v2", "pool": True, "width": 1.0, "lr": 1e-3,
+        "smooth_on": "pooled", "sampling": "epoch", "noisy_bn": "train",
         "n_train": None, "n_test": None, "val_fraction": 0.1,
         "probe_hidden": 200, "probe_epochs": 100, "probe_lr": 1e-3,
         "probe_batch_size": 128, "probe_weight_decay": 0.0,
@@ -122,6 +124,7 @@ PROFILES = {
     "cpu": {
         "epochs": 6, "mbs": 250, "bs": 250, "alpha": 2.0, "beta": 4.0,
         "prior": "v2", "pool": True, "width": 0.25, "lr": 1e-3,
+        "smooth_on": "pooled", "sampling": "epoch", "noisy_bn": "train",
         "n_train": 4000, "n_test": 1000, "val_fraction": 0.1,
         "probe_hidden": 200, "probe_epochs": 40, "probe_lr": 1e-3,
         "probe_batch_size": 128, "probe_weight_decay": 0.0,
@@ -132,6 +135,7 @@ PROFILES = {
     "smoke": {
         "epochs": 1, "mbs": 50, "bs": 100, "alpha": 2.0, "beta": 4.0,
         "prior": "v2", "pool": True, "width": 0.05, "lr": 1e-3,
+        "smooth_on": "pooled", "sampling": "epoch", "noisy_bn": "train",
         "n_train": 200, "n_test": 100, "val_fraction": 0.2,
         "probe_hidden": 32, "probe_epochs": 3, "probe_lr": 1e-3,
         "probe_batch_size": 64, "probe_weight_decay": 0.0,
@@ -160,6 +164,9 @@ class ExperimentConfig:
     beta: float
     prior: str
     pool: bool
+    smooth_on: str
+    sampling: str
+    noisy_bn: str
     width: float
     lr: float
     seed: int
@@ -247,6 +254,9 @@ def resolve_config(
     check_choice("source", source, MNIST_SOURCES)
     check_choice("selection", selection, SELECTIONS)
     check_choice("prior", knobs["prior"], PRIORS)
+    check_choice("smooth_on", knobs["smooth_on"], SMOOTH_TARGETS)
+    check_choice("sampling", knobs["sampling"], SAMPLING)
+    check_choice("noisy_bn", knobs["noisy_bn"], NOISY_BN_MODES)
     check_int("seed", seed, low=0)
     if device is not None:
         check_choice("device", device, ("cpu", "cuda", "mps"))
@@ -685,6 +695,9 @@ def fit_mim(
         beta=config.beta,
         prior=config.prior,
         pool=config.pool,
+        smooth_on=config.smooth_on,
+        sampling=config.sampling,
+        noisy_bn=config.noisy_bn,
         lr=config.lr,
         device=config.device,
         seed=config.seed,

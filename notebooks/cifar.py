@@ -1,7 +1,5 @@
 # ---
 # jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -46,6 +44,12 @@ bs = None  # batch that gradients accumulate to, a multiple of mbs (paper 4000)
 alpha = None  # prior weight beyond 1, not negative (paper 2; authors README 4)
 beta = None  # smoothness weight, not negative (paper 4; authors README 2)
 prior = None  # uniform prior "v1" or "v2" (paper v2)
+smooth_on = None  # Rc on "pooled" (global mean of the last map: authors' code),
+# "pool2x2" (the paper's literal P(h3)), "last" or "output"; None: "pooled"
+sampling = None  # "epoch" (a permutation per epoch) or "fresh" (a new shuffle
+# every step, as the authors' loader); None: "epoch"
+noisy_bn = None  # batch norm in the perturbed pass: "train" (authors) or
+# "no_update" (running statistics see clean batches only); None: "train"
 pool = None  # also use 2x2-pooled states: 8 states, else 4 (paper True)
 width = None  # encoder channel multiplier (paper 1.0)
 n_train = None  # training images used, or "all"; None: profile default
@@ -67,12 +71,21 @@ progress = True  # tqdm progress bars
 # `overwrite=True`).
 # The authors' README swaps the paper's weights (alpha=4, beta=2);
 # pass them to compare.
+# `smooth_on`, `sampling` and `noisy_bn` choose between the paper's text
+# and the authors' public code where they differ: the code applies $R_c$ to
+# the globally pooled last map (the paper's $P(h_3)$ only matches it when
+# $h_3$ is 2x2; here it is 3x3 for 32x32 inputs), draws every mini-batch
+# from a fresh shuffle, and lets the perturbed pass update batch-norm
+# statistics.
+# Both compute $E[L]$ and batch-norm statistics per mini-batch while
+# accumulating, as nbkit does.
 
 # %%
 config = ex.resolve_config(
     "cifar", profile=profile, dataset=dataset, data_dir=data_dir,
     download=download, epochs=epochs, mbs=mbs, bs=bs, alpha=alpha, beta=beta,
-    prior=prior, pool=pool, width=width, n_train=n_train,
+    prior=prior, smooth_on=smooth_on, sampling=sampling,
+    noisy_bn=noisy_bn, pool=pool, width=width, n_train=n_train,
     second_layer=second_layer, selection=selection, seed=seed, resume=resume,
     overwrite=overwrite, output_dir=output_dir, device=device,
 )  # fmt: skip

@@ -45,6 +45,12 @@ bs = None  # MIM batch that gradients accumulate to, a multiple of mbs (4000)
 alpha = None  # prior weight beyond 1, not negative (paper 2; the authors README 4)
 beta = None  # smoothness weight, not negative (paper 4; the authors README 2)
 prior = None  # uniform prior "v1" or "v2" (paper v2)
+smooth_on = None  # Rc on "pooled" (global mean of the last map: authors' code),
+# "pool2x2" (the paper's literal P(h3)), "last" or "output"; None: "pooled"
+sampling = None  # "epoch" (a permutation per epoch) or "fresh" (a new shuffle
+# every step, as the authors' loader); None: "epoch"
+noisy_bn = None  # batch norm in the perturbed pass: "train" (authors) or
+# "no_update" (running statistics see clean batches only); None: "train"
 width = None  # MIM encoder channel multiplier (paper 1.0)
 dml_epochs = None  # DML epochs (paper 100)
 dml_bs = None  # DML batch size (paper 5000; E[L] needs large batches)
@@ -65,12 +71,21 @@ progress = True  # tqdm progress bars
 # All of them are checked before any data is loaded.
 # The run gets its own folder: an earlier run's outputs are never
 # overwritten unless `overwrite=True`.
+# `smooth_on`, `sampling` and `noisy_bn` choose between the paper's text
+# and the authors' public code where they differ: the code applies $R_c$ to
+# the globally pooled last map (the paper's $P(h_3)$ only matches it when
+# $h_3$ is 2x2; here it is 3x3 for 32x32 inputs), draws every mini-batch
+# from a fresh shuffle, and lets the perturbed pass update batch-norm
+# statistics.
+# Both compute $E[L]$ and batch-norm statistics per mini-batch while
+# accumulating, as nbkit does.
 
 # %%
 config = ex.resolve_config(
     "mnist", profile=profile, dataset=dataset, data_dir=data_dir,
     download=download, source=source, epochs=epochs, mbs=mbs, bs=bs,
-    alpha=alpha, beta=beta, prior=prior, width=width, dml_epochs=dml_epochs,
+    alpha=alpha, beta=beta, prior=prior, smooth_on=smooth_on, sampling=sampling,
+    noisy_bn=noisy_bn, width=width, dml_epochs=dml_epochs,
     dml_bs=dml_bs, dml_beta=dml_beta, dml_width=dml_width, selection=selection,
     seed=seed, resume=resume, overwrite=overwrite, output_dir=output_dir,
     device=device,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 
@@ -212,3 +213,29 @@ def test_paper_table1_grid():
     assert ex.PAPER_TABLE1[(250, 3000)] == 0.8438
     assert (500, 250) not in ex.PAPER_TABLE1  # N/A in the paper: MBS > BS
     assert all(mbs <= bs for mbs, bs in ex.PAPER_TABLE1)
+
+
+def test_faithful_switches_reach_train_mim_and_are_checked(monkeypatch, tmp_path):
+    import nbkit.train
+
+    seen = {}
+    monkeypatch.setattr(nbkit.train, "train_mim", lambda *a, **kw: seen.update(kw))
+    config = ex.resolve_config(
+        "mnist", profile="smoke", output_dir=tmp_path / "run",
+        smooth_on="last", sampling="fresh", noisy_bn="no_update",
+    )  # fmt: skip
+    paper = ex.resolve_config("mnist", profile="paper", output_dir=tmp_path / "p")
+    assert (paper.smooth_on, paper.sampling, paper.noisy_bn) == (
+        "pooled", "epoch", "train",
+    )  # fmt: skip
+    ex.fit_mim(config, None, types.SimpleNamespace(X_encoder=None), _FakeRun(tmp_path))
+    assert (seen["smooth_on"], seen["sampling"], seen["noisy_bn"]) == (
+        "last", "fresh", "no_update",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="sampling='shuffle' is not allowed"):
+        ex.resolve_config("mnist", profile="smoke", sampling="shuffle")
+
+
+class _FakeRun:
+    def __init__(self, path):
+        self.dir = path
