@@ -466,8 +466,11 @@ def test_slider_and_dropdown_redraw_a_figure_widget(lab, page, tmp_path):
     screenshot(page, tmp_path, "tiny_0_start")
 
     # the readout box: beta = 3 scales y by 3
+    # read the figure before acting: a fast redraw could land before a read
+    # taken after the action, which would then wait for a change forever
+    before = read_plots(page)
     set_slider_readout(page, "beta", 3)
-    after_readout = only_scatter(wait_plot_change(page, read_plots(page), 30))
+    after_readout = only_scatter(wait_plot_change(page, before, 30))
     assert after_readout["y"] == [0, 3, 6, 9]
 
     # the keyboard on the slider handle: two steps right gives beta = 5
@@ -485,8 +488,9 @@ def test_slider_and_dropdown_redraw_a_figure_widget(lab, page, tmp_path):
     screenshot(page, tmp_path, "tiny_1_beta")
 
     # the dropdown: squares, and the markers recoloured
+    before = read_plots(page)
     select_dropdown(page, "data set", "square")
-    squared = only_scatter(wait_plot_change(page, read_plots(page), 30))
+    squared = only_scatter(wait_plot_change(page, before, 30))
     assert squared["y"] == [0, 5, 20, 45]
     assert squared["color"] == [2, 2, 2, 2]
     screenshot(page, tmp_path, "tiny_2_dataset")
@@ -557,10 +561,11 @@ def test_live_panel_redraws_regions_and_labels_from_a_slider(
     assert scatter["x"] == [-1.5, 0.5, 1.5]
     assert scatter["color"] == [0, 1, 0]
 
+    before = read_panel_plots(page, "beta")
     set_slider_readout(page, "beta", 3)
     after = wait_plot_change(
         page,
-        read_panel_plots(page, "beta"),
+        before,
         30,
         read=lambda p: read_panel_plots(p, "beta"),
     )
