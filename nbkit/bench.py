@@ -180,7 +180,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     """Run the benchmark and print a table (images/s, TFLOP/s, ratio)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for name, low in (("steps", 1), ("rounds", 1), ("warmup", 0)):
+        if getattr(args, name) < low:
+            parser.error(f"--{name} must be >= {low}, got {getattr(args, name)}")
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -238,7 +242,8 @@ def _bench_cnn(args, device, speed) -> None:
 
     for mbs in args.mbs:
         for run in loops.values():  # warm-up: allocator, autotuning, compile
-            run(mbs, args.warmup)
+            if args.warmup > 0:
+                run(mbs, args.warmup)
         # the loops take turns, so a change in machine load hits both
         rounds = {name: [] for name in loops}
         for _ in range(args.rounds):

@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+_WARNED: set[str] = set()  # precision warnings already given
 
 AMP_CHOICES = ("auto", "bf16", "off")
 _SWITCH = ("auto", True, False)
@@ -102,14 +103,16 @@ def resolve_speed(
         use_amp = amp == "bf16"
     use_tf32 = _switch("tf32", tf32, on_cuda and not finite_difference) and on_cuda
     if finite_difference and (use_amp or use_tf32):
-        logger.warning(
-            "amp=%r, tf32=%r with a finite-difference smoothness term (beta > 0): "
-            "rounding in the two forward passes inflates Rc, by 10x or more "
-            "when |zeta| < 0.1 in bf16; use amp='off', tf32=False for the "
-            "paper's Rc",
-            amp,
-            tf32,
+        on = [n for n, used in (("bf16 autocast", use_amp), ("TF32", use_tf32)) if used]
+        message = (
+            f"{' and '.join(on)} with a finite-difference smoothness term "
+            "(beta > 0): rounding in the two forward passes inflates Rc, by 10x "
+            "or more when |zeta| < 0.1 in bf16; use amp='off', tf32=False for "
+            "the paper's Rc"
         )
+        if message not in _WARNED:  # once per process, not once per call
+            _WARNED.add(message)
+            logger.warning(message)
     if isinstance(compile, bool):
         backend = "inductor" if compile else None
     elif isinstance(compile, str) and compile:
