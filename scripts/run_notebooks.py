@@ -56,7 +56,23 @@ def main(argv=None) -> int:
 
     print(f"\nexecuted notebooks are in {out}")
     for result in summaries:
-        print(json.dumps(result, indent=2))
+        print(
+            f"\n{result['notebook']} ({result['dataset']}, profile "
+            f"{result['profile']}, {result['wall_seconds']:.0f} s on "
+            f"{result['device']}); probe accuracy on the whole test set:"
+        )
+        for row in result["rows"]:
+            paper = row.get("paper") or {}
+            paper_text = ""
+            if paper.get("accuracy") is not None:
+                paper_text = f"   paper {paper['accuracy']:.2%}"
+                if paper.get("random") is not None:
+                    paper_text += f" vs {paper['random']:.2%}"
+            print(
+                f"  {row['method']:17} {row['features']:27} {row['probe']:22}"
+                f" learned {row['accuracy']:6.2%}  random "
+                f"{row['random_accuracy']:6.2%}{paper_text}"
+            )
     return 0
 
 
