@@ -44,7 +44,12 @@ def live_panel(
         update(static, **values())
         return static
 
-    fig = go.FigureWidget(figure)
+    # the first drawing goes into the figure the widget is built from: an
+    # update sent before any view exists can reach the browser without the
+    # trace keys it did not touch (a heatmap lost its x and y that way)
+    first = go.Figure(figure)
+    update(first, **values())
+    fig = go.FigureWidget(first)
 
     def redraw(_change=None):
         with fig.batch_update():
@@ -52,7 +57,6 @@ def live_panel(
 
     for widget in controls.values():
         widget.observe(redraw, names="value")
-    redraw()
     box = widgets.HBox(list(controls.values()), layout={"flex_flow": "row wrap"})
     return widgets.VBox([box, fig])
 

@@ -576,11 +576,6 @@ def test_live_panel_redraws_regions_and_labels_from_a_slider(
     screenshot(page, tmp_path, "live_panel_beta")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="live_panel updates its FigureWidget before any view exists and then "
-    "shows it inside a VBox: the heatmap's x and y arrive in the browser unset",
-)
 def test_live_panel_heatmap_keeps_its_grid_coordinates(lab, page, live_panel_notebook):
     """Regions drawn in data coordinates, not in cell indices 0..N-1."""
     heatmap, _ = run_live_panel(page, lab, live_panel_notebook)
