@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 
@@ -13,6 +15,7 @@ __all__ = [
     "check_int",
     "check_states",
     "check_probabilities",
+    "check_writable_dir",
 ]
 
 
@@ -93,3 +96,26 @@ def check_states(name: str, L, ndims=(2, 4), tol: float = 1e-4) -> None:
             f"{name} rows must sum to one along dim 1 (tolerance {tol:g}); "
             f"the largest deviation is {err:.3g} (apply a softmax over dim 1)"
         )
+
+
+def check_writable_dir(name: str, path) -> Path:
+    """Raise unless ``path`` is, or can be created as, a writable folder.
+
+    The nearest existing ancestor must be a folder we may write into; the
+    folder itself is not created. Returns ``Path(path)``.
+    """
+    folder = Path(path)
+    ancestor = folder
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(
+            f"{name}={str(folder)!r} cannot be created: {ancestor} is a file, "
+            f"not a folder; choose another {name}"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"{name}={str(folder)!r} is not writable (no write permission on "
+            f"{ancestor}); choose another {name}"
+        )
+    return folder

@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from ._checks import check_choice, check_int, check_number
+from ._checks import check_choice, check_int, check_number, check_writable_dir
 from .train import NOISY_BN_MODES, SAMPLING, SMOOTH_TARGETS
 
 __all__ = [
@@ -375,19 +375,7 @@ _RUN_FILES = ("results.json", "metrics.jsonl", "config.json")
 
 def _check_output_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse a folder that cannot be written or holds an earlier run."""
-    ancestor = path
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise NotADirectoryError(
-            f"output_dir={str(path)!r} cannot be created: {ancestor} is a file, "
-            "not a folder; choose another output_dir"
-        )
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise PermissionError(
-            f"output_dir={str(path)!r} is not writable (no write permission "
-            f"on {ancestor}); choose a folder you can write to"
-        )
+    check_writable_dir("output_dir", path)
     if not path.exists() or resume or overwrite:
         return
     earlier = [name for name in _RUN_FILES if (path / name).exists()]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch.nn.functional as nnf
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._checks import check_choice, check_int, check_number
+from ._checks import check_choice, check_int, check_number, check_writable_dir
 from .checkpoint import CheckpointError, config_differences, load_checkpoint
 from .checkpoint import save_checkpoint as _save
 from .distributed import global_batch, mean_over_ranks, rank_world, wrap_model
@@ -253,20 +252,7 @@ def _as_data(X, device, dtype) -> torch.Tensor:
 
 def _check_checkpoint_dir(checkpoint_dir) -> None:
     """Refuse a checkpoint_dir that cannot be made or written, before training."""
-    folder = Path(checkpoint_dir)
-    ancestor = folder
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise NotADirectoryError(
-            f"checkpoint_dir={str(folder)!r} cannot be created: {ancestor} is a "
-            "file, not a folder; choose another checkpoint_dir"
-        )
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise PermissionError(
-            f"checkpoint_dir={str(folder)!r} is not writable (no write permission "
-            f"on {ancestor}); choose another checkpoint_dir"
-        )
+    check_writable_dir("checkpoint_dir", checkpoint_dir)
 
 
 def _param_dtype(model: nn.Module) -> torch.dtype:
