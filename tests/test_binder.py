@@ -13,7 +13,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import jupytext
 import nbformat
 import pytest
 import yaml
+from labserver import free_port, lab_command, lab_dirs
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
@@ -280,37 +280,11 @@ def test_start_with_no_launch_set_does_not_run_the_command(sample_copy):
     assert (sample_copy / "notebooks" / "sample_for_start.ipynb").exists()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def lab_redirect(root: Path, config_path: Path, home: Path) -> str:
     """Start JupyterLab on 127.0.0.1 over `root`; where does `/` redirect?"""
     port, token = free_port(), secrets.token_hex(16)
-    env = tool_env(
-        JUPYTER_CONFIG_PATH=str(config_path),
-        JUPYTER_CONFIG_DIR=str(home / "config"),
-        JUPYTER_DATA_DIR=str(home / "data"),
-        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
-        JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
-        JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
-    )
-    cmd = [
-        sys.executable,
-        "-m",
-        "jupyter",
-        "lab",
-        "--no-browser",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
-        "--LabApp.news_url=None",
-    ]
-    if os.geteuid() == 0:
-        cmd.append("--allow-root")
+    env = tool_env(JUPYTER_CONFIG_PATH=str(config_path), **lab_dirs(home))
+    cmd = lab_command(port, token)
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):

@@ -19,9 +19,7 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +27,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from labserver import free_port, lab_command, lab_dirs
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
 
@@ -122,13 +121,6 @@ def chromium_path():
     return str(CHROMIUM)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def write_lab_config(config_dir: Path, settings_dir: Path) -> None:
     """Page config that disables plugins, user settings as .jupyterlab-settings."""
     labconfig = config_dir / "labconfig"
@@ -153,37 +145,20 @@ class LabServer:
         env = dict(os.environ)
         for name in ("config", "data", "runtime", "settings", "workspaces"):
             (home / name).mkdir(parents=True, exist_ok=True)
-        env.update(
-            JUPYTER_CONFIG_DIR=str(home / "config"),
-            JUPYTER_DATA_DIR=str(home / "data"),
-            JUPYTER_RUNTIME_DIR=str(home / "runtime"),
-            JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
-            JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
-            IPYTHONDIR=str(home / "ipython"),
-            PYTHONUNBUFFERED="1",
-        )
+        env.update(lab_dirs(home))
+        env.update(IPYTHONDIR=str(home / "ipython"), PYTHONUNBUFFERED="1")
         write_lab_config(home / "config", home / "settings")
-        cmd = [
-            sys.executable,
-            "-m",
-            "jupyter",
-            "lab",
-            "--no-browser",
-            "--ip=127.0.0.1",
-            f"--port={self.port}",
-            "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={self.token}",
+        cmd = lab_command(
+            self.port,
+            self.token,
             f"--ServerApp.root_dir={root}",
             f"--LabApp.workspaces_dir={home / 'workspaces'}",
             f"--LabApp.user_settings_dir={home / 'settings'}",
-            "--LabApp.news_url=None",
             # window.jupyterapp: lets the test ask the session for kernel state
             "--LabApp.expose_app_in_browser=True",
             "--LabApp.check_for_updates_class="
             "jupyterlab.handlers.announcements.NeverCheckForUpdate",
-        ]
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            cmd.append("--allow-root")
+        )
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         # own process group, so stop() also reaches the kernels it started
         self.proc = subprocess.Popen(
