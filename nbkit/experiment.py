@@ -412,9 +412,39 @@ class Run:
         return time.perf_counter() - self.started
 
 
+# settings a resumed run may change: they do not alter what is computed
+_RESUMABLE_CHANGES = ("resume", "overwrite", "output_dir", "device", "data_dir")
+
+
+def _check_resume_settings(path: Path, config: ExperimentConfig) -> None:
+    """Refuse to resume a run folder whose config.json has other settings."""
+    saved_file = path / "config.json"
+    if not saved_file.exists():
+        return
+    saved = json.loads(saved_file.read_text())
+    now = json.loads(json.dumps(config.to_dict()))  # as config.json holds it
+    differ = [
+        f"{key}: {saved.get(key)!r} -> {now[key]!r}"
+        for key in now
+        if key not in _RESUMABLE_CHANGES and saved.get(key) != now[key]
+    ]
+    if differ:
+        raise ValueError(
+            f"resume=True but the run in {path} was started with other settings "
+            f"({'; '.join(differ)}); resume with the run's own settings, or start "
+            "a new run (another output_dir, or overwrite=True)"
+        )
+
+
 def start_run(config: ExperimentConfig) -> Run:
-    """Create the run folder, write ``config.json``; return the open Run."""
+    """Create the run folder, write ``config.json``; return the open Run.
+
+    With ``resume=True`` the folder's ``config.json`` must hold the same
+    settings (checked before anything is written or recomputed).
+    """
     path = Path(config.output_dir)
+    if config.resume:
+        _check_resume_settings(path, config)
     if config.overwrite and path.exists():
         for name in (*_RUN_FILES, "checkpoints"):
             target = path / name

@@ -239,3 +239,23 @@ def test_faithful_switches_reach_train_mim_and_are_checked(monkeypatch, tmp_path
 class _FakeRun:
     def __init__(self, path):
         self.dir = path
+
+
+def test_resume_with_other_settings_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "run"
+    first = ex.resolve_config("mnist", profile="smoke", output_dir=out)
+    ex.start_run(first)
+    saved = (out / "config.json").read_text()
+    changed = ex.resolve_config(
+        "mnist", profile="smoke", output_dir=out, resume=True,
+        smooth_on="last", epochs=2,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="started with other settings") as info:
+        ex.start_run(changed)
+    assert "smooth_on: 'pooled' -> 'last'" in str(info.value)
+    assert "epochs: 1 -> 2" in str(info.value)
+    assert (out / "config.json").read_text() == saved
+    assert not (out / "metrics.jsonl").exists()
+    # the same settings resume (resume itself is not a difference)
+    same = ex.resolve_config("mnist", profile="smoke", output_dir=out, resume=True)
+    assert ex.start_run(same).dir == out
