@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -123,7 +124,8 @@ class ManifoldLabeler(ClusterMixin, BaseEstimator):
         the K states labelling some points), more are trained, one at a
         time, until one does or ``max_restarts`` is reached.
         The kept restart is the formed one with the lowest final objective
-        dml_loss + beta * Rc (the lowest objective overall if none formed).
+        dml_loss + beta * Rc; if none formed, the one using the most states
+        (then the lowest objective), with a RuntimeWarning.
         No true labels are used to choose. Why "formed" comes first: a
         restart that left a state empty has merged two manifolds, and with
         beta > 0 a merged restart can reach a lower objective (lower Rc)
@@ -341,11 +343,27 @@ class ManifoldLabeler(ClusterMixin, BaseEstimator):
                 f"{runs[0][2]['n_epochs']} epoch(s)); lower lr (now {self.lr!r}) "
                 "or beta, or check the scale of X"
             )
-        # formed restarts first (see max_restarts), then the lowest objective
+        # formed restarts first (see max_restarts), then the most states in
+        # use, then the lowest objective
         best = min(
             finite,
-            key=lambda r: (not runs[r][2]["formed"], runs[r][2]["objective"]),
+            key=lambda r: (
+                not runs[r][2]["formed"],
+                -runs[r][2]["n_used"],
+                runs[r][2]["objective"],
+            ),
         )
+        if not runs[best][2]["formed"]:
+            warnings.warn(
+                f"no restart formed a partition of {K} manifolds in "
+                f"{len(runs)} restart(s) (the kept one labels with "
+                f"{runs[best][2]['n_used']} of {K} states, JS divergence "
+                f"{runs[best][2]['js']:.3f}, half of log 2 needed); try more "
+                f"max_epochs (now {s['max_epochs']}), another beta (now "
+                f"{s['beta']}) or fewer n_manifolds",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self.model_, self.history_, summary = runs[best]
         self.restart_ = best
         self.restarts_ = [run[2] for run in runs]

@@ -74,6 +74,7 @@ def test_decision_grid_uses_the_lift(tasks):
     assert len(fig.data) == 16  # a heatmap and a scatter per task
 
 
+@pytest.mark.filterwarnings("ignore:no restart formed")  # short fits
 def test_same_seed_same_labels():
     X, _ = make_manifolds("moons", 300, seed=1)
     kw = {"max_epochs": 30, "progress": False, "random_state": 3}
@@ -108,17 +109,33 @@ def test_a_merged_restart_is_not_kept_even_with_the_lowest_objective(tasks):
 
 def test_more_restarts_until_one_forms_then_lowest_objective():
     X, _ = make_manifolds("moons", 200, seed=0)
-    # two epochs never form a partition: all max_restarts run
-    est = ManifoldLabeler(2, max_epochs=2, max_restarts=3, progress=False).fit(X)
+    # two epochs never form a partition: all max_restarts run, the kept one
+    # uses the most states (then has the lowest objective), with a warning
+    est = ManifoldLabeler(2, max_epochs=2, max_restarts=3, progress=False)
+    with pytest.warns(RuntimeWarning, match="no restart formed a partition of 2"):
+        est.fit(X)
     assert len(est.restarts_) == 3
     assert not any(r["formed"] for r in est.restarts_)
-    objectives = [r["objective"] for r in est.restarts_]
-    assert est.restart_ == int(np.argmin(objectives))
+    keys = [(-r["n_used"], r["objective"]) for r in est.restarts_]
+    assert est.restart_ == min(range(3), key=keys.__getitem__)
     # with enough epochs the first restart forms and no other is trained
     est = ManifoldLabeler(2, max_epochs=150, max_restarts=3, progress=False).fit(X)
     assert len(est.restarts_) == 1 and est.restarts_[0]["formed"]
     with pytest.raises(ValueError, match="max_restarts must be >= 3, got 2"):
         ManifoldLabeler(3, max_restarts=2).fit(X)
+
+
+def test_without_a_formed_restart_the_most_states_win_over_the_objective():
+    # a restart that labels everything alike has the lowest objective (no
+    # boundary at all) but must not be kept over one that uses both states
+    X, _ = make_manifolds("circles", 200, seed=0)
+    est = ManifoldLabeler(2, max_epochs=20, hidden=(32, 32), n_restarts=2,
+                          max_restarts=5, progress=False)  # fmt: skip
+    with pytest.warns(RuntimeWarning, match="no restart formed"):
+        est.fit(X)
+    used = [r["n_used"] for r in est.restarts_]
+    assert est.restarts_[est.restart_]["n_used"] == max(used) == 2
+    assert len(np.unique(est.labels_)) == 2
 
 
 def test_sklearn_params_roundtrip():
@@ -160,6 +177,7 @@ def test_bad_data():
         ManifoldLabeler(hidden=()).fit(X)
 
 
+@pytest.mark.filterwarnings("ignore:no restart formed")  # short fits
 def test_predict_before_fit_and_wrong_width():
     X = np.zeros((10, 2), dtype=np.float32)
     with pytest.raises(NotFittedError):
