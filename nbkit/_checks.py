@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -30,10 +32,12 @@ def check_choice(name: str, value, allowed: Iterable):
 
 def check_number(name: str, value, *, low=None, high=None, low_open=False):
     """Raise unless value is a finite real number in [low, high]; return it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         if not (isinstance(value, torch.Tensor) and value.numel() == 1):
             raise TypeError(f"{name} must be a real number, got {value!r}")
         value = value.item()
+    elif not isinstance(value, (int, float)):  # numpy scalars: plain Python
+        value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     if low is not None and (value < low or (low_open and value == low)):
@@ -46,8 +50,9 @@ def check_number(name: str, value, *, low=None, high=None, low_open=False):
 
 def check_int(name: str, value, *, low=None, high=None):
     """Raise unless value is an integer in [low, high]; return it."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
+    value = int(value)  # numpy integers too
     if low is not None and value < low:
         raise ValueError(f"{name} must be >= {low}, got {value!r}")
     if high is not None and value > high:

@@ -198,3 +198,14 @@ def test_baselines():
     assert adjusted_rand(ym, baseline_labels(Xm, 2, "spectral")) == 1.0
     with pytest.raises(ValueError, match="method='dbscan' is not allowed"):
         baseline_labels(X, 3, "dbscan")
+
+
+@pytest.mark.filterwarnings("ignore:no restart formed")
+def test_numpy_numbers_are_accepted_as_parameters():
+    # what grid searches and np.arange-built settings pass
+    X, _ = make_manifolds("moons", 60, seed=0)
+    params = {"max_epochs": np.int64(2), "beta": np.float32(0.5)}
+    est = ManifoldLabeler(np.int64(2), **params, progress=False).fit(X)
+    assert est.beta_ == 0.5 and est.n_epochs_ == 2
+    with pytest.raises(TypeError, match="n_manifolds must be an integer"):
+        ManifoldLabeler(np.float64(2.0)).fit(X)
