@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import statistics
 import time
 
@@ -182,13 +183,30 @@ def main(argv=None) -> None:
     """Run the benchmark and print a table (images/s, TFLOP/s, ratio)."""
     parser = _parser()
     args = parser.parse_args(argv)
-    for name, low in (("steps", 1), ("rounds", 1), ("warmup", 0)):
-        if getattr(args, name) < low:
-            parser.error(f"--{name} must be >= {low}, got {getattr(args, name)}")
+    # the CNN needs inputs of at least 22 pixels (four valid 3x3 convs, two pools)
+    lows = {"steps": 1, "rounds": 1, "warmup": 0, "size": 22, "channels": 1}
+    lows |= {"n_samples": 1, "manifold_epochs": 1}
+    for name, low in lows.items():
+        if getattr(args, name) is not None and getattr(args, name) < low:
+            flag = name.replace("_", "-")
+            parser.error(f"--{flag} must be >= {low}, got {getattr(args, name)}")
+    if any(m < 2 for m in args.mbs):
+        parser.error(f"--mbs must be >= 2 (E[L] needs two samples), got {args.mbs}")
+    if not (args.width > 0 and math.isfinite(args.width)):
+        parser.error(f"--width must be a finite number > 0, got {args.width}")
+    if args.peak_tflops is not None and not args.peak_tflops > 0:
+        parser.error(f"--peak-tflops must be > 0, got {args.peak_tflops}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.no_cnn and not args.manifolds:
+        parser.error("--no-cnn leaves nothing to time; add --manifolds")
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    try:
+        device = pick_device(args.device)
+    except ValueError as err:
+        parser.error(f"--device: {err}")
     switch = {"auto": "auto", "on": True, "off": False}
     speed = {
         "amp": args.amp,

@@ -28,8 +28,11 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "paper"])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    out = args.out or ROOT / "runs" / time.strftime("demo-%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=False)
+    # absolute: the notebooks run with notebooks/ as their working folder
+    out = (args.out or ROOT / "runs" / time.strftime("demo-%Y%m%d-%H%M%S")).resolve()
+    if out.exists():
+        parser.error(f"--out {out} exists already; name a new folder")
+    out.mkdir(parents=True)
 
     summaries = []
     for name in TEACHING + EXPERIMENTS:

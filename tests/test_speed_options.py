@@ -273,3 +273,22 @@ def test_bench_runs_both_loops_and_prints_a_ratio(capsys):
     assert [r[0] for r in rows] == ["nbkit", "authors"]
     assert all(float(r[2]) > 0 for r in rows)  # images per second
     assert "x the authors'-style loop" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--size", "21"], "--size must be >= 22, got 21"),
+        (["--mbs", "8", "1"], "--mbs must be >= 2"),
+        (["--width", "0"], "--width must be a finite number > 0, got 0.0"),
+        (["--peak-tflops", "0"], "--peak-tflops must be > 0"),
+        (["--threads", "0"], "--threads must be >= 1, got 0"),
+        (["--steps", "0"], "--steps must be >= 1, got 0"),
+        (["--no-cnn"], "--no-cnn leaves nothing to time"),
+    ],
+)
+def test_bench_refuses_bad_arguments_naming_the_flag(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        bench_main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
