@@ -66,9 +66,17 @@ def _as_array(X, name="X"):
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
     try:
-        X = np.asarray(X, dtype=np.float32)
+        X64 = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise TypeError(f"{name} must be a numeric array (N, D): {err}") from None
+    big = np.isfinite(X64) & (np.abs(X64) > np.finfo(np.float32).max)
+    if big.any():
+        raise ValueError(
+            f"{name} holds finite values beyond float32's range (largest "
+            f"|value| {np.abs(X64[big]).max():.3g}); the network computes in "
+            "float32: rescale X (e.g. standardise it) before fitting"
+        )
+    X = X64.astype(np.float32)
     if X.ndim != 2:
         raise ValueError(
             f"{name} must be 2-D with shape (n_samples, n_features), got shape "
@@ -195,9 +203,14 @@ class ManifoldLabeler(ClusterMixin, BaseEstimator):
             s["n_restarts"] = check_int("n_restarts", self.n_restarts, low=1)
         s["max_restarts"] = 3 * s["n_restarts"]
         if self.max_restarts is not None:
-            s["max_restarts"] = check_int(
-                "max_restarts", self.max_restarts, low=s["n_restarts"]
-            )
+            check_int("max_restarts", self.max_restarts)
+            if self.max_restarts < s["n_restarts"]:
+                default = "" if self.n_restarts is not None else f" by default, K={K}"
+                raise ValueError(
+                    f"max_restarts must be >= n_restarts ({s['n_restarts']}"
+                    f"{default}), got {self.max_restarts}"
+                )
+            s["max_restarts"] = int(self.max_restarts)
         if self.batch_size is not None:
             check_int("batch_size", self.batch_size, low=2)
         if not isinstance(self.hidden, Sequence) or len(self.hidden) == 0:

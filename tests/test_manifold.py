@@ -121,8 +121,13 @@ def test_more_restarts_until_one_forms_then_lowest_objective():
     # with enough epochs the first restart forms and no other is trained
     est = ManifoldLabeler(2, max_epochs=150, max_restarts=3, progress=False).fit(X)
     assert len(est.restarts_) == 1 and est.restarts_[0]["formed"]
-    with pytest.raises(ValueError, match="max_restarts must be >= 3, got 2"):
+    with pytest.raises(
+        ValueError,
+        match=r"max_restarts must be >= n_restarts \(3 by default, K=3\), got 2",
+    ):
         ManifoldLabeler(3, max_restarts=2).fit(X)
+    with pytest.raises(ValueError, match=r"n_restarts \(4\), got 3"):
+        ManifoldLabeler(3, n_restarts=4, max_restarts=3).fit(X)
 
 
 def test_without_a_formed_restart_the_most_states_win_over_the_objective():
@@ -171,6 +176,8 @@ def test_bad_data():
         est.fit(np.where(np.arange(20)[:, None] == 0, np.inf, X))
     with pytest.raises(ValueError, match=r"X has 2 row\(s\) but n_manifolds=3"):
         est.fit(X[:2])
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        est.fit(X.astype(np.float64) * 1e39)  # finite, but inf in float32
     with pytest.raises(ValueError, match=r"must be 2-D .* got shape \(20,\)"):
         est.fit(X[:, 0])
     with pytest.raises(TypeError, match="hidden must be a non-empty sequence"):
