@@ -67,10 +67,21 @@ def neg_mutual_information(L, stop_gradient=False, *, validate=True):
 
 
 def _ratio(T, E_T):
-    """T / E[T] per column; 1 in a column that holds no mass (E[T] = 0)."""
+    """T / E[T] per column; 1 in a column that holds no mass (E[T] = 0).
+
+    A column whose mass is below the square root of the dtype's smallest
+    normal number (about 1e-19 in float32) keeps its exact value but passes
+    no gradient: d(T / E[T]) / dE[T] = -T / E[T]^2 would overflow to inf
+    there and turn every gradient of the loss into NaN.
+    """
     empty = E_T <= 0
-    E_T = torch.where(empty, torch.ones_like(E_T), E_T)  # no 0/0, even in grads
-    return torch.where(empty, torch.ones_like(T), T / E_T)
+    floor = math.sqrt(torch.finfo(E_T.dtype).tiny)
+    faint = E_T.lt(floor)
+    safe = torch.where(faint, torch.ones_like(E_T), E_T)  # no 0/0, even in grads
+    live = T / safe
+    frozen = T.detach() / torch.where(empty, torch.ones_like(E_T), E_T).detach()
+    frozen = torch.where(empty, torch.ones_like(T), frozen)
+    return torch.where(faint, frozen, live)
 
 
 def _two_way_dml(L, eps):
