@@ -29,7 +29,8 @@ def uniform_prior(L, version="v2", *, validate=True):
     v2 = -sum_k [(1/K) log E[L_k] + ((K-1)/K) log(1 - E[L_k])].
     Both are smallest at E[L_k] = 1/K. For (B, K, H, W) states E[L] is
     taken per location and Rp averaged over locations.
-    v2 clamps E[L_k] to [PRIOR_FLOOR, 1 - PRIOR_FLOOR] (1e-7): a state the
+    v2 clamps E[L_k] to [PRIOR_FLOOR, 1 - PRIOR_FLOOR] (1e-7; the upper end
+    is one machine epsilon below 1 in bfloat16 and float16): a state the
     whole batch ignores, or one that takes it all, then gives a large finite
     value rather than inf, and no gradient beyond the clamp.
     """
@@ -42,7 +43,9 @@ def uniform_prior(L, version="v2", *, validate=True):
         Rp = (E_L * log_floored(E_L)).sum(dim=0)
     else:
         # a collapsed state (E[L_k] = 0 or 1) would give log 0 = -inf
-        E_L = E_L.clamp(PRIOR_FLOOR, 1 - PRIOR_FLOOR)
+        # (in bfloat16 or float16, 1 - 1e-7 rounds to 1: keep a step below)
+        top = 1 - max(PRIOR_FLOOR, torch.finfo(E_L.dtype).eps)
+        E_L = E_L.clamp(PRIOR_FLOOR, top)
         Rp = -(torch.log(E_L) / K + (K - 1) / K * torch.log1p(-E_L)).sum(dim=0)
     return Rp.mean()
 

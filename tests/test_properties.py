@@ -196,3 +196,29 @@ def test_faint_state_keeps_dml_gradients_finite():
 
     g64 = _grad(held, a.double())
     assert torch.allclose(g.double(), g64, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16))
+@pytest.mark.parametrize("K", (3, 12))
+def test_half_precision_states(dtype, K):
+    """Regression: bfloat16 softmax rows (off by up to 0.004) were refused, and
+    v2's clamp at 1 - 1e-7 rounded to 1 in half precision: log 0 = -inf."""
+    g = torch.Generator().manual_seed(K)
+    a = (30 * torch.randn(8, K, 2, 2, generator=g)).to(dtype)
+    a[:, 0] += 200  # every row on state 0: E[L_0] rounds to 1
+    for fn in (lambda x: mim_loss(x, alpha=2.0), lambda x: mim_loss(x, prior="v1")):
+        assert torch.isfinite(fn(torch.softmax(a, dim=1)))
+        grad = _grad(lambda x, f=fn: f(torch.softmax(x, dim=1)), a)
+        assert torch.isfinite(grad).all()
+    # the v2 prior of a collapsed batch: E[L] clamped one epsilon below 1
+    top = 1 - torch.finfo(dtype).eps
+    L = torch.softmax(a[:, :, 0, 0], dim=1)
+    expected = -((K - 1) * math.log(1e-7) / K + math.log(top) / K) - (
+        (K - 1) / K * ((K - 1) * math.log1p(-1e-7) + math.log1p(-top))
+    )
+    assert uniform_prior(L, "v2").item() == pytest.approx(expected, rel=2e-2)
+    # rows a half-precision softmax makes are accepted, a real miss is not
+    soft = torch.softmax(torch.randn(64, K, generator=g).to(dtype) * 3, dim=1)
+    assert torch.isfinite(dml_loss(soft))
+    with pytest.raises(ValueError, match="rows must sum to one"):
+        dml_loss(soft * 0.9)
