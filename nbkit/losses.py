@@ -111,6 +111,9 @@ def dml_loss(L, eps=EPS, *, validate=True):
     state against all the others, averaged over k.
     Without eps the value is log 2 minus the Jensen-Shannon divergence
     between the conditionals p(x|z=1) and p(x|z=0) (Prop. 2).
+    A state the batch all but ignores (E[L_k] below about 1e-19 in float32)
+    keeps its exact term but passes no gradient through it: its gradient
+    with respect to L_k would overflow the dtype.
     """
     check_number("eps", eps, low=0)
     if validate:
