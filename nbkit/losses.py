@@ -74,13 +74,10 @@ def _ratio(T, E_T):
     no gradient: d(T / E[T]) / dE[T] = -T / E[T]^2 would overflow to inf
     there and turn every gradient of the loss into NaN.
     """
-    empty = E_T <= 0
-    floor = math.sqrt(torch.finfo(E_T.dtype).tiny)
-    faint = E_T.lt(floor)
-    safe = torch.where(faint, torch.ones_like(E_T), E_T)  # no 0/0, even in grads
-    live = T / safe
-    frozen = T.detach() / torch.where(empty, torch.ones_like(E_T), E_T).detach()
-    frozen = torch.where(empty, torch.ones_like(T), frozen)
+    faint = E_T.lt(math.sqrt(torch.finfo(E_T.dtype).tiny))
+    live = T / torch.where(faint, torch.ones_like(E_T), E_T)  # no 0/0 in grads
+    with torch.no_grad():
+        frozen = torch.where(E_T <= 0, torch.ones_like(T), T / E_T)
     return torch.where(faint, frozen, live)
 
 
