@@ -108,6 +108,24 @@ def test_data_directions_are_unit_and_in_the_span_of_the_batch():
     torch.testing.assert_close(x.T @ coef, d.T, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("scale", "dtype"),
+    [(1e-300, torch.float64), (1e-25, torch.float32), (100.0, torch.float16)],
+)
+def test_data_directions_stay_unit_for_tiny_and_large_data(scale, dtype):
+    """Regression: the norm's sum of squares underflowed for tiny data, and d
+    came out up to ~1e8 long; pixel-sized float16 data must stay unit too."""
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(6, 3072, generator=gen)
+    d = data_directions((scale * x).to(dtype), torch.Generator().manual_seed(7))
+    assert d.dtype == dtype
+    tol = 1e-3 if dtype == torch.float16 else 1e-6
+    torch.testing.assert_close(d.norm(dim=1).double(), torch.ones(6), atol=tol, rtol=0)
+    # the same directions as for the data at unit scale
+    unit = data_directions(x.to(dtype), torch.Generator().manual_seed(7))
+    torch.testing.assert_close(d, unit, atol=tol, rtol=0)
+
+
 def test_smoothness_of_a_linear_map_is_the_squared_norm_of_W_d():
     W = torch.randn(3, 6, generator=torch.Generator().manual_seed(2))
     x = torch.randn(10, 6, generator=torch.Generator().manual_seed(3))
