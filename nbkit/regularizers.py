@@ -66,11 +66,12 @@ def data_directions(x, generator=None):
         (X.shape[0], X.shape[0]), generator=generator, device=x.device, dtype=x.dtype
     )
     D = V[first : first + x.shape[0]] @ X  # row i = sum_j v_ij x_j
-    # scale each row to max |.| = 1 first: the sum of squares in the norm
-    # underflows for tiny data (and could overflow for large data)
-    tiny = torch.finfo(x.dtype).tiny
-    D = D / D.abs().amax(dim=1, keepdim=True).clamp_min(tiny)
-    D = D / D.norm(dim=1, keepdim=True).clamp_min(tiny)
+    # bring each row's largest |.| into [0.5, 1) first: the sum of squares
+    # in the norm underflows for tiny data (and could overflow for large).
+    # A power of two scales exactly, so ordinary data get the same bits.
+    _, exponent = torch.frexp(D.abs().amax(dim=1, keepdim=True))
+    D = torch.ldexp(D, -exponent)
+    D = D / D.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
     return D.reshape(x.shape)
 
 
